@@ -1,0 +1,176 @@
+"""The ``anomalyforge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+
+
+def _weights(text: str) -> dict[str, float]:
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"weights must look like cutpaste=1,nsa=2,draem=1; got {part!r}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"weight of {name!r} is not a number: {value!r}") from None
+    return weights
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def generator_options(args: argparse.Namespace) -> dict[str, dict]:
+    """Per-generator keyword arguments from the generate options."""
+    on_object = "border" if args.preset == "object" else None
+    return {
+        "cutpaste": {"variant": args.variant, "background": on_object, "p_unchanged": args.p_unchanged},
+        "nsa": {"preset": args.preset, "label_mode": args.label_mode, "p_unchanged": args.p_unchanged},
+        "draem": {"texture_dir": args.textures, "background": on_object, "p_unchanged": args.p_unchanged},
+        "mix": {"p_unchanged": args.p_unchanged},
+    }
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from curate.job import generate_dataset
+    from synth import ImageFiles, build_generator, normal_image_paths
+
+    paths = normal_image_paths(args.input)
+    root = Path(args.input) / "train" / "good" if (Path(args.input) / "train" / "good").is_dir() else Path(args.input)
+    options = generator_options(args)
+    if args.generator != "mix":
+        options = {args.generator: options[args.generator]}
+    generator = build_generator(args.generator, sources=ImageFiles(paths), options=options, weights=args.weights)
+    report = generate_dataset(
+        paths, generator, args.n, args.out, seed=args.seed, fmt=args.format, workers=args.workers,
+        shard_size=args.shard_size, input_root=root, info={"license": args.license}, progress=not args.quiet,
+    )
+    print(
+        f"wrote {report.written} samples to {report.out} ({report.already_done} were already there"
+        f"{f', {len(report.failed)} failed' if report.failed else ''}"
+        f"{f', {len(report.bad_files)} unreadable input files skipped' if report.bad_files else ''})"
+    )
+    if args.preview:
+        sheet = write_preview(args.out, Path(args.out) / "preview.png", 24, 4, 160)
+        print(f"preview sheet: {sheet}")
+    return 1 if report.failed else 0
+
+
+def write_preview(dataset: str | Path, out: str | Path, n: int, columns: int, tile: int) -> Path:
+    from curate.dataset_reader import read_generated
+    from curate.preview import contact_sheet, mask_overlay, save_png
+
+    panels = []
+    for sample in read_generated(dataset, limit=n):
+        record = sample.record
+        variant = record["params"].get("variant", "") if isinstance(record["params"], dict) else ""
+        caption = f"#{record['index']} {record['generator']} {variant}".strip()
+        panels.append(([sample.image, mask_overlay(sample.image, sample.mask)], caption))
+    return save_png(out, contact_sheet(panels, columns=columns, tile=tile))
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    out = args.out or Path(args.dataset) / "preview.png"
+    print(f"preview sheet: {write_preview(args.dataset, out, args.n, args.columns, args.tile)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from curate.job import generate_dataset
+    from synth import ImageFiles, build_generator
+
+    from .demo import write_demo_images
+
+    out = Path(args.out)
+    paths = write_demo_images(out / "normal")
+    generator = build_generator("mix", sources=ImageFiles(paths), options={"nsa": {"preset": "texture"}})
+    report = generate_dataset(
+        paths, generator, args.n, out / "dataset", seed=args.seed, fmt="hf", workers=args.workers,
+        input_root=out / "normal", info={"license": "BSD-3-Clause (scikit-image sample data)"}, progress=not args.quiet,
+    )
+    sheet = write_preview(out / "dataset", out / "preview.png", 24, 4, 160)
+    print(f"demo: {len(paths)} normal images in {out / 'normal'}; {report.written + report.already_done} samples "
+          f"in {out / 'dataset'} (hub-ready folder)\npreview sheet: {sheet}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anomalyforge", description="Synthetic anomaly data for visual inspection.")
+    parser.add_argument("--version", action="version", version=f"anomalyforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="synthesise an anomaly dataset from a folder of normal images")
+    gen.add_argument("--input", required=True, help="folder of normal images, or an MVTec category (uses train/good)")
+    gen.add_argument("--out", required=True, help="output folder (an interrupted run resumes here)")
+    gen.add_argument("--generator", choices=["cutpaste", "nsa", "draem", "mix"], default="mix")
+    gen.add_argument("--n", type=_positive, default=100, help="number of samples (default 100)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    gen.add_argument("--format", choices=["mvtec", "hf"], default="mvtec",
+                     help="mvtec: test/<generator>/ + ground_truth/; hf: hub-ready parquet folder")
+    gen.add_argument("--preset", choices=["texture", "object"], default="texture",
+                     help="object: anomalies stay on the object (background estimated from the border)")
+    gen.add_argument("--variant", choices=["normal", "scar", "union", "3way"], default="union", help="CutPaste variant")
+    gen.add_argument("--label-mode", choices=["binary", "intensity", "logistic-intensity"], default="logistic-intensity",
+                     help="NSA mask type")
+    gen.add_argument("--textures", default=None, help="DRAEM anomaly source texture folder (default: bundled textures)")
+    gen.add_argument("--weights", type=_weights, default=None, help="mix weights, e.g. cutpaste=1,nsa=1,draem=2")
+    gen.add_argument("--p-unchanged", type=_probability, default=0.0, help="probability of an unchanged (normal) sample")
+    gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per parquet shard (hf format)")
+    gen.add_argument("--license", default=None, help="license of the source images, for the dataset card")
+    gen.add_argument("--preview", action="store_true", help="also write preview.png into the output folder")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=cmd_generate)
+
+    pre = sub.add_parser("preview", help="contact sheet (image, mask overlay) of a generated dataset")
+    pre.add_argument("dataset", help="folder written by anomalyforge generate")
+    pre.add_argument("--out", default=None, help="PNG path (default: DATASET/preview.png)")
+    pre.add_argument("--n", type=_positive, default=24)
+    pre.add_argument("--columns", type=_positive, default=4)
+    pre.add_argument("--tile", type=_positive, default=160)
+    pre.set_defaults(func=cmd_preview)
+
+    demo = sub.add_parser("demo", help="the embedded demo: anomalies on bundled texture photos, with a preview sheet")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--n", type=_positive, default=48)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=_positive, default=1)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as error:
+        print(f"anomalyforge {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

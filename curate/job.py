@@ -1,0 +1,202 @@
+"""The generation job: synthesise N samples from a folder of normal images and write them to disk.
+
+Sample ``i`` is made from its own seed (derived from the run seed and ``i``) and its own source
+image, in any worker, so the output does not depend on the number of workers, and a resumed run
+makes exactly the samples that are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from synth.base import AnomalyGenerator
+from synth.readers import ImageReadError, read_image
+
+from .card import write_dataset_card
+from .manifest import write_atomic
+from .writers import EncodedSample, encode_png, make_writer, mask_to_uint8
+
+log = logging.getLogger(__name__)
+
+RUN_INFO = "dataset.json"
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index`` of a run seeded with ``seed`` (63-bit, independent streams)."""
+    high, low = np.random.SeedSequence([seed, index]).generate_state(2, np.uint32)
+    return int((int(high) << 31) ^ int(low)) & ((1 << 63) - 1)
+
+
+def source_order(seed: int, n_sources: int, index: int) -> list[int]:
+    """Source candidates of sample ``index``: every image once per cycle, each cycle shuffled; on an
+    unreadable image the next one in the cycle is used."""
+    cycle, position = divmod(index, n_sources)
+    order = np.random.default_rng(np.random.SeedSequence([seed, 1 << 20, cycle])).permutation(n_sources)
+    return [int(order[(position + k) % n_sources]) for k in range(n_sources)]
+
+
+@dataclass
+class _Context:
+    paths: list[Path]
+    root: Path
+    generator: AnomalyGenerator
+    seed: int
+
+
+_CONTEXT: _Context | None = None
+
+
+def _init_worker(context: _Context) -> None:
+    global _CONTEXT
+    cv2.setNumThreads(1)
+    _CONTEXT = context
+
+
+def _make(index: int) -> dict[str, Any]:
+    """Make and encode sample ``index`` (runs in a worker)."""
+    ctx = _CONTEXT
+    bad: list[tuple[str, str]] = []
+    for candidate in source_order(ctx.seed, len(ctx.paths), index):
+        path = ctx.paths[candidate]
+        try:
+            image = read_image(path)
+            break
+        except ImageReadError as error:
+            bad.append((str(path), str(error)))
+    else:
+        return {"index": index, "bad": bad, "error": "no readable source image"}
+    seed = sample_seed(ctx.seed, index)
+    try:
+        sample = ctx.generator(image, np.random.default_rng(seed))
+    except Exception as error:  # one failing sample must not lose the run
+        return {"index": index, "bad": bad, "error": f"{path}: {type(error).__name__}: {error}"}
+    encoded = EncodedSample(
+        index=index, seed=seed, source=_relative(path, ctx.root), generator=sample.generator,
+        label=sample.label, params=sample.params, image_png=encode_png(sample.image),
+        mask_png=encode_png(mask_to_uint8(sample.mask)),
+    )
+    return {"index": index, "bad": bad, "sample": encoded}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _ordered_results(indices: list[int], workers: int, context: _Context) -> Iterator[dict[str, Any]]:
+    """Results in index order, with a bounded number of samples in flight (constant memory)."""
+    if workers <= 1:
+        _init_worker(context)
+        for index in indices:
+            yield _make(index)
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(context,)) as pool:
+        pending: deque = deque()
+        feed = iter(indices)
+        for index in feed:
+            pending.append(pool.apply_async(_make, (index,)))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+@dataclass
+class GenerationReport:
+    out: Path
+    written: int
+    already_done: int
+    failed: list[str] = field(default_factory=list)
+    bad_files: dict[str, str] = field(default_factory=dict)
+
+
+def generate_dataset(
+    paths: list[Path],
+    generator: AnomalyGenerator,
+    n: int,
+    out: str | Path,
+    seed: int = 0,
+    fmt: str = "mvtec",
+    workers: int = 1,
+    shard_size: int = 1000,
+    input_root: str | Path | None = None,
+    info: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_sample: Callable[[int], None] | None = None,
+) -> GenerationReport:
+    """Generate ``n`` samples from the normal images at ``paths`` into ``out``; resumes a run that
+    was interrupted (same arguments), refuses a folder that holds a different run."""
+    from anomalyforge import __version__
+
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if not paths:
+        raise ValueError("no input images")
+    out = Path(out)
+    root = Path(input_root) if input_root is not None else Path(paths[0]).parent
+    run = {
+        "format": fmt, "n": n, "seed": seed, "generator": generator.name, "generator_config": generator.get_config(),
+        "input": str(root), "n_inputs": len(paths), "shard_size": shard_size if fmt == "hf" else None,
+        "version": __version__, **(info or {}),
+    }
+    _check_same_run(out, run)
+    writer = make_writer(fmt, out, n, shard_size)
+    done = writer.open()
+    write_atomic(out / RUN_INFO, (json.dumps({**run, "complete": False}, indent=2, sort_keys=True) + "\n").encode())
+    todo = [i for i in range(n) if i not in done]
+    report = GenerationReport(out, 0, len(done))
+    context = _Context(list(map(Path, paths)), root, generator, seed)
+    bar = tqdm(total=n, initial=len(done), desc=f"generate {generator.name}", unit="img", disable=not progress)
+    try:
+        for result in _ordered_results(todo, workers, context):
+            for path, error in result["bad"]:
+                if path not in report.bad_files:
+                    report.bad_files[path] = error
+                    tqdm.write(f"skipping unreadable image: {error}")
+            if "sample" in result:
+                writer.write(result["sample"])
+                report.written += 1
+            else:
+                writer.skip(result["index"])
+                report.failed.append(f"sample {result['index']}: {result['error']}")
+                tqdm.write(f"sample {result['index']} failed: {result['error']}")
+            bar.update(1)
+            if on_sample is not None:
+                on_sample(result["index"])
+    finally:
+        bar.close()
+        writer.close()
+    complete = not report.failed
+    final = {**run, "complete": complete, "failed": report.failed, "skipped_files": report.bad_files}
+    write_atomic(out / RUN_INFO, (json.dumps(final, indent=2, sort_keys=True) + "\n").encode())
+    if fmt == "hf":
+        write_dataset_card(out, run)
+    return report
+
+
+def _check_same_run(out: Path, run: dict[str, Any]) -> None:
+    info_path = out / RUN_INFO
+    if not info_path.exists():
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"output folder {out} is not empty and holds no anomalyforge run; choose a new --out")
+        return
+    previous = json.loads(info_path.read_text())
+    for key in ("format", "n", "seed", "generator", "generator_config", "shard_size"):
+        if previous.get(key) != run.get(key):
+            raise FileExistsError(
+                f"output folder {out} holds a different run ({key}: {previous.get(key)!r} there, "
+                f"{run.get(key)!r} now); resume with the same options or choose a new --out"
+            )

@@ -1,0 +1,75 @@
+"""The manifest: one JSON line per written sample (source image, generator, parameters, seed, files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+MANIFEST = "manifest.jsonl"
+
+
+class Manifest:
+    """Append-only JSON-lines file; a line torn by an interrupted run is dropped when it is loaded."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.path = Path(root) / MANIFEST
+
+    def load(self) -> dict[int, dict]:
+        """Records by sample index (a repeated index keeps its last record)."""
+        records: dict[int, dict] = {}
+        if not self.path.exists():
+            return records
+        with open(self.path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # torn last line
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                records[int(record["index"])] = record
+        return records
+
+    def rewrite(self, records: Iterable[dict]) -> None:
+        """Replace the whole file atomically (used to drop lines without data after a crash)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-manifest-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for record in sorted(records, key=lambda r: r["index"]):
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+    def append(self, records: Iterable[dict]) -> None:
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        if not lines:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes so that the file is either absent or complete, never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def remove_temporaries(root: Path) -> None:
+    """Delete the temporary files an interrupted run left behind."""
+    for tmp in root.rglob(".tmp-*"):
+        if tmp.is_file():
+            tmp.unlink()

@@ -1,0 +1,82 @@
+"""Pictures a person looks at: mask overlays, heat-map overlays and contact sheets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
+    """The image with the mask tinted in (soft masks by their value) and outlined."""
+    rgb = image if image.ndim == 3 and image.shape[2] == 3 else cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    alpha = 0.45 * np.clip(mask, 0, 1)[..., None]
+    out = (rgb * (1 - alpha) + np.asarray(colour, np.float32) * alpha).astype(np.uint8)
+    contours, _ = cv2.findContours((mask > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, colour, 1)
+    return out
+
+
+def heatmap_overlay(image: np.ndarray, scores: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """Anomaly scores as a JET heat map blended over the image."""
+    rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    scores = cv2.resize(scores.astype(np.float32), (rgb.shape[1], rgb.shape[0]))
+    lo = float(scores.min()) if vmin is None else vmin
+    hi = float(scores.max()) if vmax is None else vmax
+    norm = np.clip((scores - lo) / max(hi - lo, 1e-12), 0, 1)
+    heat = cv2.cvtColor(cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(rgb, 0.55, heat, 0.45, 0)
+
+
+def fit_tile(image: np.ndarray, size: int) -> np.ndarray:
+    """Letterbox an image into a size x size tile, keeping its aspect ratio."""
+    rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    tile = np.full((size, size, 3), 32, np.uint8)
+    y, x = (size - nh) // 2, (size - nw) // 2
+    tile[y : y + nh, x : x + nw] = resized
+    return tile
+
+
+def contact_sheet(
+    panels: Iterable[tuple[list[np.ndarray], str]], columns: int = 4, tile: int = 160, gap: int = 4
+) -> np.ndarray:
+    """Grid of captioned cells; each cell is a row of images (e.g. anomalous image and mask overlay)."""
+    cells = []
+    for images, caption in panels:
+        row = np.concatenate([fit_tile(im, tile) for im in images], axis=1)
+        header = np.full((18, row.shape[1], 3), 16, np.uint8)
+        cv2.putText(header, caption[: row.shape[1] // 7], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (235, 235, 235), 1, cv2.LINE_AA)
+        cells.append(np.concatenate([header, row], axis=0))
+    if not cells:
+        raise ValueError("nothing to put on the contact sheet")
+    ch, cw = max(c.shape[0] for c in cells), max(c.shape[1] for c in cells)
+    rows = (len(cells) + columns - 1) // columns
+    sheet = np.full((rows * (ch + gap) + gap, min(columns, len(cells)) * (cw + gap) + gap, 3), 255, np.uint8)
+    for k, cell in enumerate(cells):
+        r, c = divmod(k, columns)
+        y, x = gap + r * (ch + gap), gap + c * (cw + gap)
+        sheet[y : y + cell.shape[0], x : x + cell.shape[1]] = cell
+    return sheet
+
+
+def save_png(path: str | Path, rgb: np.ndarray) -> Path:
+    """Write an RGB (or grey) image as PNG atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    ok, data = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError(f"could not encode {path}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data.tobytes())
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,272 @@
+"""Streaming dataset writers: an MVTec-AD layout folder, or a Hugging Face hub-ready folder.
+
+Both keep constant memory whatever the count, write atomically, and on ``open`` report which sample
+indices are already on disk so an interrupted run can finish without duplicates or lost samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .manifest import Manifest, remove_temporaries, write_atomic
+
+FORMATS = ("mvtec", "hf")
+
+
+@dataclass
+class EncodedSample:
+    """A generated sample ready for writing: PNG bytes and the metadata the manifest records."""
+
+    index: int
+    seed: int
+    source: str
+    generator: str
+    label: int
+    params: dict[str, Any]
+    image_png: bytes
+    mask_png: bytes
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:06d}"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "seed": self.seed, "source": self.source, "generator": self.generator,
+            "label": self.label, "params": self.params, **self.extra,
+        }
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an RGB or grey uint8 image."""
+    array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, data = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()
+
+
+def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
+    """Masks are stored as 8-bit grey: binary masks exactly, soft masks to the nearest 1/255."""
+    return np.rint(np.clip(mask, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+class DatasetWriter(ABC):
+    """Common part of the writers: the manifest and the resume bookkeeping."""
+
+    format: str
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.manifest = Manifest(self.root)
+
+    @abstractmethod
+    def open(self) -> set[int]:
+        """Prepare the folder, repair what an interrupted run left, return the indices already written."""
+
+    @abstractmethod
+    def write(self, sample: EncodedSample) -> None:
+        """Write one sample (samples arrive in increasing index order)."""
+
+    def skip(self, index: int) -> None:
+        """A sample that could not be made; nothing is written for it."""
+
+    def close(self) -> None:
+        """Finish pending writes."""
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class MVTecWriter(DatasetWriter):
+    """``test/<generator>/<index>.png`` with ``ground_truth/<generator>/<index>_mask.png``;
+    unchanged samples go to ``test/good/``."""
+
+    format = "mvtec"
+
+    def paths(self, record: dict) -> tuple[Path, Path | None]:
+        name = f"{int(record['index']):06d}"
+        if record["label"] == 0:
+            return self.root / "test" / "good" / f"{name}.png", None
+        folder = record["generator"]
+        return (
+            self.root / "test" / folder / f"{name}.png",
+            self.root / "ground_truth" / folder / f"{name}_mask.png",
+        )
+
+    def open(self) -> set[int]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(self.root)
+        records = self.manifest.load()
+        backed = {}
+        for index, record in records.items():
+            image, mask = self.paths(record)
+            if image.is_file() and (mask is None or mask.is_file()):
+                backed[index] = record
+        if self.manifest.path.exists():
+            self.manifest.rewrite(backed.values())
+        return set(backed)
+
+    def write(self, sample: EncodedSample) -> None:
+        record = sample.record()
+        image, mask = self.paths(record)
+        write_atomic(image, sample.image_png)
+        if mask is not None:
+            write_atomic(mask, sample.mask_png)
+        record["image"] = str(image.relative_to(self.root))
+        record["mask"] = None if mask is None else str(mask.relative_to(self.root))
+        self.manifest.append([record])
+
+
+HF_FEATURES = {
+    "image": {"_type": "Image"}, "mask": {"_type": "Image"}, "label": {"dtype": "int64", "_type": "Value"},
+    "generator": {"dtype": "string", "_type": "Value"}, "params": {"dtype": "string", "_type": "Value"},
+    "seed": {"dtype": "int64", "_type": "Value"}, "source": {"dtype": "string", "_type": "Value"},
+}
+
+
+def hf_schema() -> pa.Schema:
+    """Arrow schema of the shards, with the ``datasets`` feature metadata so images decode as images."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([
+        ("image", image), ("mask", image), ("label", pa.int64()), ("generator", pa.string()),
+        ("params", pa.string()), ("seed", pa.int64()), ("source", pa.string()),
+    ])
+    return schema.with_metadata({"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
+
+
+class HubFolderWriter(DatasetWriter):
+    """Parquet shards ``data/train-KKKKK-of-NNNNN.parquet`` (images and masks embedded as PNG bytes)
+    that ``datasets.load_dataset(folder)`` reads; the dataset card is written by the caller.
+
+    Shard ``k`` holds samples ``k * shard_size`` up to the next shard; a shard becomes visible only
+    when complete, and its manifest lines are appended after that.
+    """
+
+    format = "hf"
+
+    def __init__(self, root: str | Path, total: int, shard_size: int = 1000, row_group: int = 64) -> None:
+        super().__init__(root)
+        if total < 1 or shard_size < 1:
+            raise ValueError("total and shard_size must be positive")
+        self.total = total
+        self.shard_size = shard_size
+        self.row_group = row_group
+        self.n_shards = math.ceil(total / shard_size)
+        self._schema = hf_schema()
+        self._writer: pq.ParquetWriter | None = None
+        self._shard: int | None = None
+        self._rows: list[dict] = []
+        self._records: list[dict] = []
+
+    def shard_path(self, shard: int) -> Path:
+        return self.root / "data" / f"train-{shard:05d}-of-{self.n_shards:05d}.parquet"
+
+    def shard_range(self, shard: int) -> range:
+        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.total))
+
+    def open(self) -> set[int]:
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        remove_temporaries(self.root)
+        stale = [p for p in (self.root / "data").glob("train-*.parquet") if not p.name.endswith(f"-of-{self.n_shards:05d}.parquet")]
+        if stale:
+            raise FileExistsError(f"{self.root} holds shards of a run with another size ({stale[0].name}); use a new output folder")
+        records = self.manifest.load()
+        backed: dict[int, dict] = {}
+        for shard in range(self.n_shards):
+            path = self.shard_path(shard)
+            if not path.exists():
+                continue
+            for record in self._shard_records(path, shard):
+                backed[record["index"]] = records.get(record["index"], record)
+        if self.manifest.path.exists() or backed:
+            self.manifest.rewrite(backed.values())
+        return set(backed)
+
+    def _shard_records(self, path: Path, shard: int) -> list[dict]:
+        """Manifest records rebuilt from a shard's own columns (after a crash before the manifest append)."""
+        table = pq.read_table(path, columns=["image.path", "label", "generator", "params", "seed", "source"])
+        out = []
+        for row_number, row in enumerate(table.to_pylist()):
+            index = int(row["path"].split(".")[0])  # the image file name carries the index
+            out.append({
+                "index": index, "seed": row["seed"], "source": row["source"], "generator": row["generator"],
+                "label": row["label"], "params": json.loads(row["params"]), "shard": path.name, "row": row_number,
+            })
+        return out
+
+    def _end_shard(self) -> None:
+        if self._shard is None:
+            return
+        self._flush_rows()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        tmp = self._tmp_path(self._shard)
+        if tmp.exists():
+            tmp.replace(self.shard_path(self._shard))
+            self.manifest.append(self._records)
+        self._shard, self._records = None, []
+
+    def _tmp_path(self, shard: int) -> Path:
+        return self.root / "data" / f".tmp-train-{shard:05d}.parquet"
+
+    def _flush_rows(self) -> None:
+        if not self._rows:
+            return
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp_path(self._shard), self._schema)
+        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self._schema))
+        self._rows = []
+
+    def _advance(self, index: int) -> None:
+        shard = index // self.shard_size
+        if shard != self._shard:
+            self._end_shard()
+            self._shard = shard
+
+    def write(self, sample: EncodedSample) -> None:
+        self._advance(sample.index)
+        self._rows.append({
+            "image": {"bytes": sample.image_png, "path": f"{sample.name}.png"},
+            "mask": {"bytes": sample.mask_png, "path": f"{sample.name}_mask.png"},
+            "label": sample.label, "generator": sample.generator,
+            "params": json.dumps(sample.params, sort_keys=True), "seed": sample.seed, "source": sample.source,
+        })
+        record = sample.record()
+        record.update(shard=self.shard_path(self._shard).name, row=len(self._records))
+        self._records.append(record)
+        if len(self._rows) >= self.row_group:
+            self._flush_rows()
+        if sample.index == self.shard_range(self._shard)[-1]:
+            self._end_shard()
+
+    def skip(self, index: int) -> None:
+        self._advance(index)
+        if index == self.shard_range(self._shard)[-1]:
+            self._end_shard()
+
+    def close(self) -> None:
+        self._end_shard()
+
+
+def make_writer(fmt: str, root: str | Path, total: int, shard_size: int = 1000) -> DatasetWriter:
+    if fmt == "mvtec":
+        return MVTecWriter(root)
+    if fmt == "hf":
+        return HubFolderWriter(root, total, shard_size)
+    raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

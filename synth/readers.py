@@ -1,0 +1,157 @@
+"""Reading normal and test images: plain folders and the MVTec AD layout.
+
+Every image comes back as HxWx3 uint8 RGB whatever it was on disk (grey, grey+alpha, RGBA,
+16-bit, palette). A file that cannot be read raises :class:`ImageReadError` naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded; the message names the file and the problem."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to HxWx3 uint8 RGB."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot open file ({error.strerror or error})") from error
+    if data.size == 0:
+        raise ImageReadError(f"{path}: file is empty")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+    try:
+        return to_rgb8(image, bgr=True)
+    except ValueError as error:
+        raise ImageReadError(f"{path}: {error}") from error
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a ground-truth mask to float32 HxW in [0, 1] (any non-zero pixel is defect)."""
+    path = Path(path)
+    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
+    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if mask is None:
+        raise ImageReadError(f"{path}: not a readable mask")
+    if shape is not None and mask.shape != tuple(shape):
+        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return (mask > 0).astype(np.float32)
+
+
+def to_rgb8(image: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """Convert a decoded array (grey, alpha, 16-bit, float) to HxWx3 uint8 RGB."""
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        scale = 255.0 if image.max(initial=0) <= 1.0 else 1.0
+        image = np.clip(np.rint(image * scale), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim != 3 or image.shape[2] not in (2, 3, 4):
+        raise ValueError(f"unsupported image shape {image.shape}")
+    if image.shape[2] in (2, 4):  # composite over black using the alpha channel
+        alpha = image[..., -1:].astype(np.float32) / 255.0
+        colour = image[..., :-1].astype(np.float32) * alpha
+        image = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+        if image.shape[2] == 1:
+            return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(image)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files below ``folder``, sorted; clear errors for a missing or empty folder."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"input folder {folder} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"input {folder} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise ValueError(f"input folder {folder} holds no images (looked for {suffixes})")
+    return files
+
+
+def is_mvtec_category(folder: str | Path) -> bool:
+    return (Path(folder) / "train" / "good").is_dir()
+
+
+def normal_image_paths(folder: str | Path) -> list[Path]:
+    """Defect-free images of a data folder: ``train/good`` of an MVTec category, else every image."""
+    folder = Path(folder)
+    if is_mvtec_category(folder):
+        return list_images(folder / "train" / "good")
+    return list_images(folder)
+
+
+@dataclass(frozen=True)
+class TestImage:
+    """A test image of an MVTec-layout category: label 0 good, 1 defective, with its mask file."""
+
+    path: Path
+    defect: str
+    mask_path: Path | None
+
+    @property
+    def label(self) -> int:
+        return 0 if self.defect == "good" else 1
+
+
+def mvtec_test_images(folder: str | Path) -> list[TestImage]:
+    """The ``test/<defect>/`` images of an MVTec category with ``ground_truth/<defect>/<stem>_mask.png``."""
+    folder = Path(folder)
+    test_dir = folder / "test"
+    if not test_dir.is_dir():
+        raise FileNotFoundError(f"{folder} has no test/ folder (expected the MVTec AD layout)")
+    images = []
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        for path in list_images(defect_dir):
+            mask = None
+            if defect_dir.name != "good":
+                mask = folder / "ground_truth" / defect_dir.name / f"{path.stem}_mask.png"
+                if not mask.is_file():
+                    raise FileNotFoundError(f"{path}: mask {mask} is missing")
+            images.append(TestImage(path, defect_dir.name, mask))
+    return images
+
+
+class ImageFiles:
+    """Lazily decoded images (a sequence of RGB arrays), e.g. the patch sources of :class:`~synth.NSA`.
+
+    Unreadable files raise :class:`ImageReadError` when accessed; decoded images are cached.
+    """
+
+    def __init__(self, paths: list[str | Path], cache_size: int = 64) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.cache_size = cache_size
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        image = self._cache.get(index)
+        if image is None:
+            image = read_image(self.paths[index])
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[index] = image
+        return image
+
+    def __getstate__(self) -> dict:
+        return {"paths": self.paths, "cache_size": self.cache_size, "_cache": {}}
