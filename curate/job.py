@@ -102,7 +102,8 @@ def _ordered_results(indices: list[int], workers: int, context: _Context) -> Ite
         for index in indices:
             yield _make(index)
         return
-    ctx = mp.get_context("spawn")
+    # fork: workers start at once with the parent's imports; spawn where fork does not exist
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(context,)) as pool:
         pending: deque = deque()
         feed = iter(indices)

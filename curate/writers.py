@@ -209,18 +209,22 @@ class HubFolderWriter(DatasetWriter):
             })
         return out
 
-    def _end_shard(self) -> None:
+    def _end_shard(self, commit: bool = True) -> None:
+        """Close the open shard: publish it with its manifest lines, or (incomplete) discard it."""
         if self._shard is None:
             return
-        self._flush_rows()
+        if commit:
+            self._flush_rows()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         tmp = self._tmp_path(self._shard)
-        if tmp.exists():
+        if commit and tmp.exists():
             tmp.replace(self.shard_path(self._shard))
             self.manifest.append(self._records)
-        self._shard, self._records = None, []
+        elif tmp.exists():
+            tmp.unlink()
+        self._shard, self._rows, self._records = None, [], []
 
     def _tmp_path(self, shard: int) -> Path:
         return self.root / "data" / f".tmp-train-{shard:05d}.parquet"
@@ -230,7 +234,9 @@ class HubFolderWriter(DatasetWriter):
             return
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._tmp_path(self._shard), self._schema)
-        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self._schema))
+        columns = {name: [row[name] for row in self._rows] for name in self._schema.names}
+        arrays = [pa.array(columns[name], type=field.type) for name, field in zip(self._schema.names, self._schema)]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self._rows = []
 
     def _advance(self, index: int) -> None:
@@ -261,7 +267,8 @@ class HubFolderWriter(DatasetWriter):
             self._end_shard()
 
     def close(self) -> None:
-        self._end_shard()
+        """A shard still open here is incomplete (the run was interrupted): it is redone on resume."""
+        self._end_shard(commit=False)
 
 
 def make_writer(fmt: str, root: str | Path, total: int, shard_size: int = 1000) -> DatasetWriter:

@@ -7,6 +7,7 @@ binary, raw intensity of the change, or a logistic function of it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal, Sequence
 
 import cv2
@@ -14,6 +15,9 @@ import numpy as np
 
 from .base import AnomalyGenerator, to_rgb
 from .foreground import object_mask
+from .readers import ImageReadError
+
+log = logging.getLogger(__name__)
 
 LabelMode = Literal["binary", "intensity", "logistic-intensity"]
 Blend = Literal["source", "mixed", "random"]
@@ -98,6 +102,7 @@ class NSA(AnomalyGenerator):
         self.tol = tol
         self._sources = sources
         self._object_cache: dict[tuple, np.ndarray] = {}
+        self._bad_sources: set[int] = set()
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -105,19 +110,24 @@ class NSA(AnomalyGenerator):
         return config
 
     def _pick_source(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        if not self._sources:
-            return image, -1
-        n = len(self._sources)
-        index = int(rng.integers(n))
-        source = to_rgb(np.asarray(self._sources[index]))
-        for _ in range(8):
-            if n == 1 or source.shape != image.shape or not np.array_equal(source, image):
-                break
+        """A random readable source other than the image itself, resized to the image's size."""
+        n = 0 if self._sources is None else len(self._sources)
+        for _ in range(100 + 10 * n if n else 0):
             index = int(rng.integers(n))
-            source = to_rgb(np.asarray(self._sources[index]))
-        if source.shape[:2] != image.shape[:2]:
-            source = cv2.resize(source, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
-        return source, index
+            if index in self._bad_sources:
+                continue  # costs the same draw as finding it bad: same output in every worker
+            try:
+                source = to_rgb(np.asarray(self._sources[index]))
+            except ImageReadError as error:
+                log.warning("skipping NSA source: %s", error)
+                self._bad_sources.add(index)
+                continue
+            if n > 1 and source.shape == image.shape and np.array_equal(source, image):
+                continue
+            if source.shape[:2] != image.shape[:2]:
+                source = cv2.resize(source, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
+            return source, index
+        return image, -1
 
     def _source_object(self, source: np.ndarray, index: int) -> np.ndarray:
         """Object mask of a source image, cached per source (sources do not change)."""
@@ -139,6 +149,13 @@ class NSA(AnomalyGenerator):
             src_object = self._source_object(source, source_index)
         else:
             dest_object = src_object = None
+        for _ in range(5):  # a draw that changed nothing visible is drawn again
+            out, mask, patches = self._blend_patches(image, source, dest_object, src_object, rng)
+            if mask.any():
+                break
+        return out, mask, 1, {"source_index": source_index, "patches": patches}
+
+    def _blend_patches(self, image, source, dest_object, src_object, rng):
         out = image
         region = np.zeros(image.shape[:2], bool)
         patches = []
@@ -154,9 +171,9 @@ class NSA(AnomalyGenerator):
                 region[box[0] : box[1], box[2] : box[3]] = True
                 patches.append(params)
         mask = self._label(image, out, region)
-        if not mask.any():
-            out = image.copy()
-        return out, mask, 1, {"source_index": source_index, "patches": patches}
+        # changes too faint to be labelled (below ``tol``, or removed by the median filter) are
+        # undone, so that no pixel outside the mask differs from the normal image
+        return np.where(mask[..., None] > 0, out, image), mask, patches
 
     def _label(self, before: np.ndarray, after: np.ndarray, region: np.ndarray) -> np.ndarray:
         diff = np.abs(before.astype(np.int16) - after.astype(np.int16)).mean(axis=-1)

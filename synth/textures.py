@@ -69,8 +69,12 @@ class TextureSource:
         return image
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        """A random readable texture and its name; unreadable files are reported once and skipped."""
-        for _ in range(len(self.names)):
+        """A random readable texture and its name; unreadable files are reported once and skipped.
+
+        A known-bad file costs the same draw as a newly found one, so the result does not depend
+        on what this process has read before (same output with any number of workers).
+        """
+        for _ in range(100 + 10 * len(self.names)):
             index = int(rng.integers(len(self.names)))
             if index in self._bad:
                 continue
