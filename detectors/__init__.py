@@ -1,0 +1,1 @@
+"""Detectors trained on synthetic anomalies (see the detectors issue)."""
