@@ -33,7 +33,7 @@ class CutPaste(AnomalyGenerator):
         scar_rotation: scar rotation range in degrees.
         jitter: brightness, contrast, saturation and hue jitter of the pasted patch.
         background, background_threshold: optional object mask (see :func:`synth.object_mask`):
-            patches are cut from and pasted onto the object and pasted pixels stay on it. ``None``
+            patches are cut from the object and only the object's pixels are pasted, onto the object. ``None``
             (the paper) pastes anywhere.
         p_unchanged: probability of returning the image unchanged.
     """
@@ -99,11 +99,17 @@ class CutPaste(AnomalyGenerator):
         """A random top-left corner for ``shape``; with an object mask, one where most of it is object."""
         height, width = size
         ph, pw = shape.shape
+        best, best_fraction = (0, 0), -1.0
         for _ in range(50):
             y, x = int(rng.integers(0, height - ph + 1)), int(rng.integers(0, width - pw + 1))
-            if allowed is None or allowed[y : y + ph, x : x + pw][shape].mean() >= 0.5:
-                break
-        return y, x
+            if allowed is None:
+                return y, x
+            fraction = float(allowed[y : y + ph, x : x + pw][shape].mean()) if shape.any() else 0.0
+            if fraction >= 0.9:
+                return y, x
+            if fraction > best_fraction:
+                best, best_fraction = (y, x), fraction
+        return best
 
     def _patch_size(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int]:
         log_low, log_high = math.log(self.aspect_ratio), math.log(1.0 / self.aspect_ratio)
@@ -122,6 +128,8 @@ class CutPaste(AnomalyGenerator):
         shape = np.ones((cut_h, cut_w), bool)
         sy, sx = self._locations((height, width), allowed, shape, rng)
         patch, jitter = apply_seeded(self._color_jitter, image[sy : sy + cut_h, sx : sx + cut_w].copy(), rng)
+        if allowed is not None:  # only the object's pixels are carried over
+            shape = allowed[sy : sy + cut_h, sx : sx + cut_w].copy()
         ty, tx = self._locations((height, width), allowed, shape, rng)
         return self._paste(image, patch, shape, (ty, tx), allowed) + (
             {"size": [cut_h, cut_w], "from": [sy, sx], "to": [ty, tx], "jitter": jitter},

@@ -52,8 +52,9 @@ class NSA(AnomalyGenerator):
         gamma_params: (shape, scale, offset): half-width = (offset + Gamma(shape, scale)) * size.
         resize_bounds: range of the patch scale factor, drawn from N(1, 0.5) and clipped.
         background, background_threshold: the object mask (see :func:`synth.object_mask`);
-            ``None`` places patches anywhere. With an object mask, pixels change only on the
-            image's object (the reference also lets a patch's object spill onto the background).
+            ``None`` places patches anywhere. With an object mask, only the patch's object pixels
+            are blended, and only onto the image's object (the reference blends the whole patch
+            box, which paints background onto the object and object onto the background).
         min_object: least fraction of a patch that must be object. min_overlap: least fraction of
             the patch's object that must land on the image's object.
         tol: mean absolute change (grey levels) for a pixel to count as changed.
@@ -232,8 +233,12 @@ class NSA(AnomalyGenerator):
         else:
             return None
 
-        # Poisson-solve over the whole patch box (zero border), as the reference does
+        # Poisson-solve over the whole patch box (zero border), as the reference does; on objects,
+        # over the pixels where the patch's object meets the image's object, so that no
+        # background is painted onto the object
         blend_mask = np.full((new_h, new_w), 255, np.uint8)
+        if dest_object is not None:
+            blend_mask[~(patch_object & dest_object[ty : ty + new_h, tx : tx + new_w])] = 0
         blend_mask[0, :] = blend_mask[-1, :] = 0
         blend_mask[:, 0] = blend_mask[:, -1] = 0
         if (blend_mask > 0).sum() < 50:
@@ -241,18 +246,15 @@ class NSA(AnomalyGenerator):
         bx, by, bw, bh = cv2.boundingRect(blend_mask)
         center = (tx + bx + bw // 2, ty + by + bh // 2)
         try:
-            blended = cv2.seamlessClone(patch, dest, blend_mask, center, mode)
+            # (a copy: OpenCV 5 erodes the mask argument in place)
+            blended = cv2.seamlessClone(patch, dest, blend_mask.copy(), center, mode)
         except cv2.error:
             return None
         # only the patch box changes and, with an object mask, only the image's object in it
         out = dest.copy()
         inside = out[ty : ty + new_h, tx : tx + new_w]
         changed = blended[ty : ty + new_h, tx : tx + new_w]
-        if dest_object is None:
-            inside[...] = changed
-        else:
-            on_object = dest_object[ty : ty + new_h, tx : tx + new_w]
-            inside[on_object] = changed[on_object]
+        inside[blend_mask > 0] = changed[blend_mask > 0]
         params = {
             "from": [y0, x0], "size": [y1 - y0, x1 - x0], "to": [ty, tx], "resized": [new_h, new_w],
             "scale": factor, "blend": "mixed" if mode == cv2.MIXED_CLONE else "source",
