@@ -106,8 +106,7 @@ def _ordered_results(indices: list[int], workers: int, context: _Context) -> Ite
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(context,)) as pool:
         pending: deque = deque()
-        feed = iter(indices)
-        for index in feed:
+        for index in indices:
             pending.append(pool.apply_async(_make, (index,)))
             if len(pending) >= 4 * workers:
                 yield pending.popleft().get()

@@ -7,7 +7,6 @@ binary, raw intensity of the change, or a logistic function of it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal, Sequence
 
 import cv2
@@ -15,9 +14,7 @@ import numpy as np
 
 from .base import AnomalyGenerator, to_rgb
 from .foreground import object_mask
-from .readers import ImageReadError
-
-log = logging.getLogger(__name__)
+from .readers import draw_readable
 
 LabelMode = Literal["binary", "intensity", "logistic-intensity"]
 Blend = Literal["source", "mixed", "random"]
@@ -113,22 +110,19 @@ class NSA(AnomalyGenerator):
     def _pick_source(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """A random readable source other than the image itself, resized to the image's size."""
         n = 0 if self._sources is None else len(self._sources)
-        for _ in range(100 + 10 * n if n else 0):
-            index = int(rng.integers(n))
-            if index in self._bad_sources:
-                continue  # costs the same draw as finding it bad: same output in every worker
-            try:
-                source = to_rgb(np.asarray(self._sources[index]))
-            except ImageReadError as error:
-                log.warning("skipping NSA source: %s", error)
-                self._bad_sources.add(index)
-                continue
-            if n > 1 and source.shape == image.shape and np.array_equal(source, image):
-                continue
-            if source.shape[:2] != image.shape[:2]:
-                source = cv2.resize(source, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
-            return source, index
-        return image, -1
+
+        def other(source: np.ndarray) -> bool:
+            return n == 1 or source.shape != image.shape or not np.array_equal(source, image)
+
+        drawn = draw_readable(
+            n, lambda i: to_rgb(np.asarray(self._sources[i])), rng, self._bad_sources, other, "NSA source"
+        )
+        if drawn is None:
+            return image, -1
+        source, index = drawn
+        if source.shape[:2] != image.shape[:2]:
+            source = cv2.resize(source, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
+        return source, index
 
     def _source_object(self, source: np.ndarray, index: int) -> np.ndarray:
         """Object mask of a source image, cached per source (sources do not change)."""

@@ -6,11 +6,16 @@ Every image comes back as HxWx3 uint8 RGB whatever it was on disk (grey, grey+al
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 
@@ -35,6 +40,35 @@ def read_image(path: str | Path) -> np.ndarray:
         return to_rgb8(image, bgr=True)
     except ValueError as error:
         raise ImageReadError(f"{path}: {error}") from error
+
+
+def draw_readable(
+    n: int,
+    load: Callable[[int], T],
+    rng: np.random.Generator,
+    bad: set[int],
+    accept: Callable[[T], bool] = lambda item: True,
+    what: str = "image",
+) -> tuple[T, int] | None:
+    """Draw random indices in ``[0, n)`` until one loads and is accepted; ``None`` if none does.
+
+    Unreadable items are reported once and added to ``bad``. A known-bad index costs the same draw
+    as finding it bad, so the result does not depend on what this process read before (the same
+    output with any number of workers).
+    """
+    for _ in range(100 + 10 * n if n else 0):
+        index = int(rng.integers(n))
+        if index in bad:
+            continue
+        try:
+            item = load(index)
+        except ImageReadError as error:
+            log.warning("skipping %s: %s", what, error)
+            bad.add(index)
+            continue
+        if accept(item):
+            return item, index
+    return None
 
 
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .readers import IMAGE_SUFFIXES, ImageReadError, read_image
-
-log = logging.getLogger(__name__)
+from .readers import IMAGE_SUFFIXES, ImageReadError, draw_readable, read_image
 
 BUNDLED = ("brick", "grass", "gravel", "immunohistochemistry")
 
@@ -69,21 +66,12 @@ class TextureSource:
         return image
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        """A random readable texture and its name; unreadable files are reported once and skipped.
-
-        A known-bad file costs the same draw as a newly found one, so the result does not depend
-        on what this process has read before (same output with any number of workers).
-        """
-        for _ in range(100 + 10 * len(self.names)):
-            index = int(rng.integers(len(self.names)))
-            if index in self._bad:
-                continue
-            try:
-                return self[index], Path(self.names[index]).name
-            except ImageReadError as error:
-                log.warning("skipping texture: %s", error)
-                self._bad.add(index)
-        raise ImageReadError(f"no readable texture in {self.folder}")
+        """A random readable texture and its name; unreadable files are reported once and skipped."""
+        drawn = draw_readable(len(self.names), self.__getitem__, rng, self._bad, what="texture")
+        if drawn is None:
+            raise ImageReadError(f"no readable texture in {self.folder}")
+        texture, index = drawn
+        return texture, Path(self.names[index]).name
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
