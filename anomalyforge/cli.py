@@ -112,6 +112,101 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(items: list[str]) -> dict:
+    """``key=value`` detector options; values are read as JSON when they parse (numbers, lists, true)."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from detectors import detector_class
+    from detectors.data import (
+        generated_input_folder, guess_preset, is_generated_dataset, load_generated_anomalies, load_normals,
+    )
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"--data {data} is not a folder")
+    anomalies_dir = Path(args.anomalies) if args.anomalies else None
+    normals_dir = data
+    if is_generated_dataset(data):
+        anomalies_dir = anomalies_dir or data
+        normals_dir = Path(args.normals) if args.normals else generated_input_folder(data)
+        if not normals_dir.is_dir():
+            raise FileNotFoundError(f"{data}: its normal images ({normals_dir}) are gone; pass --normals DIR")
+    klass = detector_class(args.detector)
+    options = _overrides(args.set)
+    for name in ("epochs", "seed", "device"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    options["image_size"] = args.size
+    if args.detector != "knn":
+        options.setdefault("synth", args.synth if args.synth is not None else ("none" if anomalies_dir else "draem,nsa,cutpaste"))
+        preset = guess_preset(normals_dir) if args.preset == "auto" else args.preset
+        on_object = "border" if preset == "object" else None
+        options.setdefault("synth_options", {
+            "nsa": {"preset": preset}, "cutpaste": {"background": on_object},
+            "draem": {"background": on_object, "texture_dir": args.textures},
+        })
+    detector = klass(**options)
+    normals = load_normals(normals_dir, args.size)
+    anomalies = load_generated_anomalies(anomalies_dir, args.size) if anomalies_dir else []
+    if anomalies and args.detector == "knn":
+        raise ValueError("the knn detector trains on normal images only; drop --anomalies")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    detector.fit(normals.images, anomalies, progress=not args.quiet)
+    train_s = time.perf_counter() - start
+    detector.save(out / "model")
+    info = {
+        "detector": args.detector, "data": str(normals_dir), "anomalies": str(anomalies_dir) if anomalies_dir else None,
+        "n_normal": len(normals.images), "n_ready_anomalies": len(anomalies), "train_seconds": round(train_s, 1),
+        "skipped_files": normals.skipped, "config": detector.get_config(),
+    }
+    if args.detector != "knn" and not args.no_reference:
+        reference = detector_class("knn")(image_size=args.size, seed=options.get("seed", 0))
+        reference.fit(normals.images, progress=not args.quiet)
+        reference.save(out / "reference")
+        info["reference"] = "reference"
+    (out / "train.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    skipped = f"; {len(normals.skipped)} unreadable files skipped" if normals.skipped else ""
+    print(f"trained {args.detector} on {len(normals.images)} normal images in {train_s:.0f} s{skipped}; saved to {out / 'model'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from detectors import load_detector
+    from detectors.data import load_test_set
+    from detectors.evaluation import evaluate, summary_line
+
+    run = Path(args.model)
+    model_dir = run / "model" if (run / "model" / "config.json").is_file() else run
+    detector = load_detector(model_dir, device=args.device)
+    reference = None
+    if not args.no_reference and (run / "reference" / "config.json").is_file():
+        reference = load_detector(run / "reference", device=args.device)
+    test = load_test_set(args.data, detector.image_size)
+    out = Path(args.out) if args.out else run / "eval"
+    report = evaluate(detector, test, out, reference=reference, overlays=args.overlays, progress=not args.quiet)
+    print(summary_line(report))
+    print(f"metrics: {out / 'metrics.json'}" + (f"; overlays: {report['overlays']}" if report["overlays"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anomalyforge", description="Synthetic anomaly data for visual inspection.")
     parser.add_argument("--version", action="version", version=f"anomalyforge {__version__}")
@@ -147,6 +242,38 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--columns", type=_positive, default=4)
     pre.add_argument("--tile", type=_positive, default=160)
     pre.set_defaults(func=cmd_preview)
+
+    train = sub.add_parser("train", help="train a detector on normal images and synthetic anomalies")
+    train.add_argument("--data", required=True,
+                       help="MVTec category (uses train/good), folder of normal images, or a dataset written by generate")
+    train.add_argument("--detector", choices=["feature", "draem", "knn"], default="feature",
+                       help="feature: feature-space discriminator (CPU default); draem; knn: normal-only reference")
+    train.add_argument("--synth", default=None,
+                       help="generators for training anomalies, e.g. draem,nsa,cutpaste or draem=2,nsa=1; none")
+    train.add_argument("--anomalies", default=None, help="also train on the anomalies of a dataset written by generate")
+    train.add_argument("--normals", default=None, help="normal images, when --data is a generated dataset whose input moved")
+    train.add_argument("--out", required=True, help="run folder: model/, reference/, train.json")
+    train.add_argument("--epochs", type=_positive, default=None)
+    train.add_argument("--size", type=_positive, default=256, help="image size the detector works at (default 256)")
+    train.add_argument("--preset", choices=["auto", "object", "texture"], default="auto",
+                       help="where anomalies go; auto: object when the image border is uniform")
+    train.add_argument("--textures", default=None, help="DRAEM anomaly source textures (default: bundled)")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. hidden=512")
+    train.add_argument("--no-reference", action="store_true", help="do not fit the normal-only kNN reference")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="metrics and heat-map overlays of a trained detector on a real test split")
+    ev.add_argument("--model", required=True, help="run folder written by train (or a saved detector folder)")
+    ev.add_argument("--data", required=True, help="MVTec-layout category with test/ and ground_truth/")
+    ev.add_argument("--out", default=None, help="output folder (default: MODEL/eval)")
+    ev.add_argument("--overlays", type=int, default=16, help="test images to draw heat maps for (default 16)")
+    ev.add_argument("--no-reference", action="store_true", help="skip the kNN reference saved with the run")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="the embedded demo: anomalies on bundled texture photos, with a preview sheet")
     demo.add_argument("--out", default="runs/demo")

@@ -12,6 +12,26 @@ def textured(height: int, width: int, seed: int = 0, grey: bool = False) -> np.n
     return image[..., 0] if grey else image
 
 
+def smooth(seed: int, size: int = 64) -> np.ndarray:
+    """A calm normal image: a soft gradient with faint noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    base = 120 + 20 * np.sin((x + seed) / 11.0) + 15 * np.cos((y - seed) / 13.0)
+    image = base[..., None] + rng.normal(0, 3, (size, size, 3)) + np.array([10, 0, -10])
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def with_defect(image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An obvious defect: a dark scratch-like blob."""
+    rng = np.random.default_rng(seed)
+    out = image.copy()
+    mask = np.zeros(image.shape[:2], np.float32)
+    y, x = rng.integers(8, image.shape[0] - 20, 2)
+    out[y : y + 12, x : x + 6] = rng.integers(0, 40)
+    mask[y : y + 12, x : x + 6] = 1
+    return out, mask
+
+
 @pytest.fixture
 def image():
     return textured(96, 128)

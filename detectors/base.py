@@ -1,0 +1,199 @@
+"""The detector interface: fit on normal images (plus synthetic anomalies), predict scores and maps,
+save and load as safetensors + JSON config."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+_REGISTRY: dict[str, type["Detector"]] = {}
+
+
+@dataclass
+class Prediction:
+    """Image scores (N,) and anomaly maps (N, S, S) at the detector's input size; higher = more anomalous."""
+
+    scores: np.ndarray
+    maps: np.ndarray
+
+
+@dataclass
+class Anomaly:
+    """A ready-made anomalous training image with its mask, e.g. from a generated dataset."""
+
+    image: np.ndarray
+    mask: np.ndarray
+
+
+class Detector(ABC):
+    """Base class. Parameters live in ``__init__`` (no work there); ``fit`` builds and trains the model.
+
+    Subclasses implement ``_build`` (modules from the config), ``_fit``, ``_predict_batch`` and keep
+    their trained tensors in ``self.model`` (an ``nn.Module``) plus ``self.state`` (JSON-able).
+    """
+
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "kind", None):
+            _REGISTRY[cls.kind] = cls
+
+    def __init__(self, image_size: int = 256, batch_size: int = 16, seed: int = 0, device: str | None = None):
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.model: torch.nn.Module | None = None
+        self.state: dict[str, Any] = {}
+
+    # -- configuration -------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments, enough to rebuild the untrained detector."""
+        import inspect
+
+        names = []
+        for klass in type(self).__mro__:
+            if klass is object or "__init__" not in vars(klass):
+                continue
+            names += [p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "kwargs")]
+        return {name: getattr(self, name) for name in dict.fromkeys(names)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.model is not None and bool(self.state.get("fitted"))
+
+    def _torch_device(self) -> torch.device:
+        if self.device:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    # -- training and inference ----------------------------------------------------------------
+    def fit(
+        self,
+        images: Sequence[np.ndarray],
+        anomalies: Sequence[Anomaly] | None = None,
+        progress: bool = True,
+    ) -> "Detector":
+        """Train on defect-free ``images`` (and, for detectors that use them, synthetic ``anomalies``
+        in addition to those drawn from the detector's own generators)."""
+        if len(images) == 0:
+            raise ValueError("fit needs at least one normal image")
+        torch.manual_seed(self.seed)
+        self.model = self._build()
+        self.state = {}
+        self._fit(images, list(anomalies or []), progress)
+        self.state["fitted"] = True
+        return self
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[np.ndarray], progress: bool = False) -> Prediction:
+        """Image scores and anomaly maps (at ``image_size``) for RGB or grey uint8 images of any size."""
+        if not self.is_fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or load() first")
+        from tqdm.auto import tqdm
+
+        device = self._torch_device()
+        self.model.to(device).eval()
+        scores, maps = [], []
+        starts = range(0, len(images), self.batch_size)
+        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress):
+            batch = [images[i] for i in range(start, min(start + self.batch_size, len(images)))]
+            batch_scores, batch_maps = self._predict_batch(batch, device)
+            scores.append(batch_scores.float().cpu())
+            maps.append(batch_maps.float().cpu())
+        if not scores:
+            return Prediction(np.zeros(0, np.float32), np.zeros((0, self.image_size, self.image_size), np.float32))
+        return Prediction(torch.cat(scores).numpy(), torch.cat(maps)[:, 0].numpy())
+
+    @abstractmethod
+    def _build(self) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None: ...
+
+    @abstractmethod
+    def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores (B,), maps (B, 1, S, S)) for one batch."""
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """Trained tensors to save; frozen pretrained backbones are left out (rebuilt from their package)."""
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith("features.backbone.")}
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
+        if not self.is_fitted:
+            raise RuntimeError("only a fitted detector can be saved")
+        from anomalyforge import __version__
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.detach().cpu().contiguous() for k, v in self._weights().items()}
+        save_file(weights, str(directory / WEIGHTS_NAME))
+        config = {"detector": self.kind, "version": __version__, "config": self.get_config(), "state": self.state}
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    save_pretrained = save
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None) -> "Detector":
+        """Rebuild a saved detector; on the base class, the saved kind picks the subclass."""
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{directory} holds no saved detector ({CONFIG_NAME} is missing)")
+        try:
+            saved = json.loads(config_path.read_text())
+            kind = saved["detector"]
+        except (json.JSONDecodeError, KeyError) as error:
+            raise ValueError(f"{config_path}: not a detector config ({error})") from None
+        klass = _REGISTRY.get(kind)
+        if klass is None:
+            raise ValueError(f"{config_path}: unknown detector {kind!r}; known: {sorted(_REGISTRY)}")
+        if cls is not Detector and not issubclass(klass, cls):
+            raise ValueError(f"{config_path} holds a {kind} detector, not {cls.__name__}")
+        config = dict(saved["config"])
+        if device is not None:
+            config["device"] = device
+        detector = klass(**config)
+        detector.state = saved.get("state", {})
+        detector.model = detector._build()
+        try:
+            weights = load_file(str(directory / WEIGHTS_NAME))
+            missing, unexpected = detector.model.load_state_dict(weights, strict=False)
+        except (OSError, RuntimeError, Exception) as error:  # safetensors raises its own error types
+            raise ValueError(f"{directory / WEIGHTS_NAME}: cannot load the weights ({str(error).splitlines()[0]})") from None
+        missing = [k for k in missing if not k.startswith("features.backbone.")]
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_NAME}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        detector.model.eval()
+        return detector
+
+    from_pretrained = load
+
+
+def load_detector(directory: str | Path, device: str | None = None) -> Detector:
+    """Load any saved detector."""
+    return Detector.load(directory, device=device)
+
+
+def detector_class(kind: str) -> type[Detector]:
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown detector {kind!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[kind]

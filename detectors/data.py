@@ -1,0 +1,132 @@
+"""Loading normal training images, ready-made anomalies and MVTec-layout test sets at a detector's size."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from synth.readers import ImageReadError, mvtec_test_images, normal_image_paths, read_image, read_mask
+
+from .base import Anomaly
+
+log = logging.getLogger(__name__)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Binary mask at ``size`` (nearest neighbour keeps it binary)."""
+    if mask.shape[:2] != (size, size):
+        mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
+    return (mask > 0.5).astype(np.uint8)
+
+
+@dataclass
+class ImageSet:
+    """Images resized to one size, with the files they came from and the files that could not be read."""
+
+    images: list[np.ndarray]
+    paths: list[Path]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def load_normals(folder: str | Path, size: int, limit: int | None = None) -> ImageSet:
+    """Defect-free images of a folder (``train/good`` of an MVTec category); unreadable files are skipped
+    with a warning that names them."""
+    paths = normal_image_paths(folder)[:limit]
+    images, kept, skipped = [], [], {}
+    for path in paths:
+        try:
+            images.append(resize_image(read_image(path), size))
+            kept.append(path)
+        except ImageReadError as error:
+            log.warning("skipping %s", error)
+            skipped[str(path)] = str(error)
+    if not images:
+        raise ValueError(f"no readable normal images in {folder}")
+    return ImageSet(images, kept, skipped)
+
+
+@dataclass
+class TestSet:
+    """An MVTec-layout test split: images and binary masks at ``size``, labels and defect types."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    labels: np.ndarray
+    defects: list[str]
+    paths: list[Path]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def load_test_set(folder: str | Path, size: int) -> TestSet:
+    """``test/<defect>/`` images with ``ground_truth`` masks; unreadable files are skipped and listed."""
+    images, masks, labels, defects, paths, skipped = [], [], [], [], [], {}
+    for item in mvtec_test_images(folder):
+        try:
+            image = read_image(item.path)
+            mask = read_mask(item.mask_path, image.shape[:2]) if item.mask_path else np.zeros(image.shape[:2], np.float32)
+        except ImageReadError as error:
+            log.warning("skipping %s", error)
+            skipped[str(item.path)] = str(error)
+            continue
+        images.append(resize_image(image, size))
+        masks.append(resize_mask(mask, size))
+        labels.append(item.label)
+        defects.append(item.defect)
+        paths.append(item.path)
+    if not images:
+        raise ValueError(f"no readable test images in {folder}")
+    return TestSet(images, masks, np.array(labels), defects, paths, skipped)
+
+
+def is_generated_dataset(folder: str | Path) -> bool:
+    return (Path(folder) / "dataset.json").is_file() and (Path(folder) / "manifest.jsonl").is_file()
+
+
+def load_generated_anomalies(folder: str | Path, size: int, limit: int | None = None) -> list[Anomaly]:
+    """The anomalous samples of a dataset written by ``anomalyforge generate`` (either format)."""
+    from curate.dataset_reader import read_generated
+
+    anomalies = []
+    for sample in read_generated(folder):
+        if sample.record.get("label", 1) == 0 or sample.mask.max() <= 0:
+            continue
+        anomalies.append(Anomaly(resize_image(sample.image, size), cv2.resize(sample.mask, (size, size), interpolation=cv2.INTER_AREA)))
+        if limit is not None and len(anomalies) >= limit:
+            break
+    if not anomalies:
+        raise ValueError(f"{folder}: the generated dataset holds no anomalous samples")
+    return anomalies
+
+
+def generated_input_folder(folder: str | Path) -> Path:
+    """The normal-image folder a generated dataset was made from (recorded in its dataset.json)."""
+    info = json.loads((Path(folder) / "dataset.json").read_text())
+    return Path(info["input"])
+
+
+def guess_preset(folder: str | Path, threshold: float = 12.0) -> str:
+    """``"object"`` when the normal images have a near-uniform border (an object on a background),
+    else ``"texture"``; decides where synthetic anomalies may go."""
+    from synth.foreground import background_colour
+
+    spreads = []
+    for path in normal_image_paths(folder)[:8]:
+        try:
+            image = read_image(path).astype(np.float32)
+        except ImageReadError:
+            continue
+        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        spreads.append(float(np.abs(border - background_colour(image.astype(np.uint8))).mean()))
+    return "object" if spreads and float(np.median(spreads)) < threshold else "texture"

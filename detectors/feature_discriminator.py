@@ -1,0 +1,241 @@
+"""Feature-space discriminator after SimpleNet / SuperSimpleNet (Rolih et al., 2024), trained on
+image-space synthetic anomalies from ``synth`` plus optional feature-space Perlin-masked noise."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from synth.perlin import perlin_noise
+
+from .backbone import DEFAULT_STAGES
+from .base import Anomaly, Detector
+from .features import PatchFeatures, gaussian_blur, to_batch
+from .losses import sigmoid_focal_loss, truncated_l1_loss
+from .synthetic import make_generator, synthesise
+from .training import train_loop
+
+
+class SegmentationDetectionHead(nn.Module):
+    """SuperSimpleNet's segmentation-detection module: a 1x1 MLP segmentation head, and a
+    classification head on the features plus the map, pooled (max and mean) into one logit."""
+
+    def __init__(self, channels: int, hidden: int = 1024, cls_channels: int = 128, stop_grad: bool = False):
+        super().__init__()
+        self.stop_grad = stop_grad
+        self.seg = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.BatchNorm2d(hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(hidden, 1, 1, bias=False),
+        )
+        self.cls_conv = nn.Sequential(
+            nn.Conv2d(channels + 1, cls_channels, 5, padding=2),
+            nn.BatchNorm2d(cls_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.cls_fc = nn.Linear(2 * cls_channels + 2, 1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_normal_(m.weight)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        amap = self.seg(features)
+        map_in = amap.detach() if self.stop_grad else amap
+        conv = self.cls_conv(torch.cat([features, map_in], dim=1))
+        pooled = torch.cat(
+            [conv.amax(dim=(2, 3)), conv.mean(dim=(2, 3)), map_in.amax(dim=(2, 3)), map_in.mean(dim=(2, 3))], dim=1
+        )
+        return amap, self.cls_fc(pooled)[:, 0]
+
+
+class _DiscriminatorModel(nn.Module):
+    def __init__(self, features: PatchFeatures, hidden: int, cls_channels: int, stop_grad: bool):
+        super().__init__()
+        self.features = features
+        self.adaptor = nn.Conv2d(features.channels, features.channels, 1)
+        nn.init.xavier_normal_(self.adaptor.weight)
+        self.head = SegmentationDetectionHead(features.channels, hidden, cls_channels, stop_grad)
+
+    def forward(self, levels: Sequence[torch.Tensor], noise: torch.Tensor | None = None, noise_mask: torch.Tensor | None = None):
+        adapted = self.adaptor(self.features.aggregate(levels))
+        if noise is not None:
+            adapted = torch.cat([adapted, adapted]) + noise * noise_mask
+        return self.head(adapted)
+
+
+def downsample_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Binary masks on the feature grid: bilinear then >= 0.5 (as DeSTSeg / SuperSimpleNet); an anomaly
+    smaller than a cell keeps the cell it covers most, so no anomalous sample loses its mask."""
+    masks = masks.float()
+    bilinear = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+    out = (bilinear >= 0.5).float()
+    area = F.adaptive_avg_pool2d(masks, size)
+    lost = (out.flatten(1).amax(1) == 0) & (area.flatten(1).amax(1) > 0)
+    if lost.any():
+        flat = area[lost].flatten(1)
+        keep = torch.zeros_like(flat)
+        keep.scatter_(1, flat.argmax(1, keepdim=True), 1.0)
+        out[lost] = keep.view(-1, 1, *size)
+    return out
+
+
+class FeatureDiscriminator(Detector):
+    """The CPU default: frozen EfficientNet-Lite patch features, a 1x1 feature adaptor, and
+    segmentation + image-score heads trained to tell normal features from synthetic-anomaly features.
+
+    Args:
+        synth: generators for the training anomalies (``"draem,nsa,cutpaste"``, one name, or ``"none"``
+            to use only the anomalies passed to ``fit``).
+        synth_options: keyword arguments per generator (as for :func:`synth.build_generator`).
+        anomalies_per_image: synthetic anomalies made per normal image (made once; their backbone
+            features are cached with those of the normal images, so an epoch costs only the heads).
+        feature_noise: also add SuperSimpleNet's Perlin-masked Gaussian noise in feature space (each
+            batch is duplicated and the copy perturbed, as in the paper; doubles the step cost).
+        upscale, hidden, cls_channels: grid upscaling relative to the stride-8 level and head widths.
+            SuperSimpleNet uses 2, 1024 and 128; the defaults are sized for a 2-core CPU (about 12x
+            cheaper per step), the paper's values suit a GPU.
+    """
+
+    kind = "feature"
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet-lite0",
+        stages: Sequence[int] = DEFAULT_STAGES,
+        synth: str = "draem,nsa,cutpaste",
+        synth_options: dict[str, dict[str, Any]] | None = None,
+        anomalies_per_image: int = 2,
+        feature_noise: bool = False,
+        noise_std: float = 0.015,
+        perlin_threshold: float = 0.2,
+        upscale: int = 1,
+        hidden: int = 256,
+        cls_channels: int = 32,
+        epochs: int = 12,
+        lr: float = 2e-4,
+        sigma: float = 4.0,
+        image_size: int = 256,
+        batch_size: int = 16,
+        seed: int = 0,
+        device: str | None = None,
+        mixed_precision: str = "no",
+        pretrained: bool = True,
+    ):
+        super().__init__(image_size=image_size, batch_size=batch_size, seed=seed, device=device)
+        self.backbone = backbone
+        self.stages = list(stages)
+        self.synth = synth
+        self.synth_options = synth_options
+        self.anomalies_per_image = anomalies_per_image
+        self.feature_noise = feature_noise
+        self.noise_std = noise_std
+        self.perlin_threshold = perlin_threshold
+        self.upscale = upscale
+        self.hidden = hidden
+        self.cls_channels = cls_channels
+        self.epochs = epochs
+        self.lr = lr
+        self.sigma = sigma
+        self.mixed_precision = mixed_precision
+        self.pretrained = pretrained
+
+    def _build(self) -> nn.Module:
+        features = PatchFeatures(self.backbone, self.stages, upscale=self.upscale, pretrained=self.pretrained)
+        return _DiscriminatorModel(features, self.hidden, self.cls_channels, stop_grad=False)
+
+    def _levels(self, images: Sequence[np.ndarray], device: torch.device, desc: str, progress: bool) -> list[torch.Tensor]:
+        """Backbone levels of all images, kept on the CPU in half precision."""
+        chunks: list[list[torch.Tensor]] = []
+        for start in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch", disable=not progress):
+            batch = to_batch([images[i] for i in range(start, min(start + self.batch_size, len(images)))], self.image_size)
+            chunks.append([level.half().cpu() for level in self.model.features.levels(batch.to(device))])
+        return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+    def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
+        device = self._torch_device()
+        self.model.to(device)
+        generator = make_generator(self.synth, self.synth_options, images)
+        pool = list(anomalies)
+        if generator is not None:
+            pool += synthesise(images, generator, self.anomalies_per_image * len(images), self.image_size, self.seed, progress)
+        if not pool:
+            raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
+        normal_levels = self._levels(images, device, "normal features", progress)
+        anomaly_levels = self._levels([a.image for a in pool], device, "anomaly features", progress)
+        grid = (normal_levels[0].shape[-2] * self.upscale, normal_levels[0].shape[-1] * self.upscale)
+        masks = torch.cat([downsample_mask(torch.from_numpy(a.mask.astype(np.float32))[None, None], grid) for a in pool])
+        labels = (masks.flatten(1).amax(1) > 0).float()
+        n_normal, n_anomalous = len(images), len(pool)
+        half = max(1, self.batch_size // 2)
+        steps = max(1, int(np.ceil(n_anomalous / half)))
+        channels = self.model.features.channels
+
+        def batches(epoch: int, rank: int, world: int):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            rng = np.random.default_rng([self.seed, epoch])
+            order_a = torch.randperm(n_anomalous, generator=g)
+            order_n = torch.randperm(n_normal * (1 + (steps * half) // n_normal), generator=g) % n_normal
+            for s in range(rank, steps, world):
+                ia = order_a[torch.arange(s * half, (s + 1) * half) % n_anomalous]
+                inn = order_n[s * half : (s + 1) * half]
+                batch = {f"level{i}": torch.cat([normal_levels[i][inn], anomaly_levels[i][ia]]) for i in range(len(normal_levels))}
+                batch["mask"] = torch.cat([torch.zeros(len(inn), 1, *grid), masks[ia]])
+                batch["label"] = torch.cat([torch.zeros(len(inn)), labels[ia]])
+                if self.feature_noise:
+                    b = 2 * len(batch["label"])
+                    batch["noise"] = torch.randn(b, channels, *grid, generator=g) * self.noise_std
+                    batch["noise_mask"] = torch.from_numpy(self._perlin_masks(b, grid, rng))
+                yield batch
+
+        def step(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            levels = [batch[f"level{i}"] for i in range(len(normal_levels))]
+            mask, label = batch["mask"], batch["label"]
+            noise = noise_mask = None
+            if "noise" in batch:
+                mask, label = torch.cat([mask, mask]), torch.cat([label, label])
+                noise_mask = batch["noise_mask"] * (1 - mask)  # no noise on already anomalous cells
+                noise = batch["noise"]
+                mask = torch.clamp(mask + noise_mask, max=1.0)
+                label = torch.clamp(label + (noise_mask.flatten(1).amax(1) > 0).float(), max=1.0)
+            amap, score = model(levels, noise, noise_mask)
+            return sigmoid_focal_loss(amap, mask) + truncated_l1_loss(amap, mask) + sigmoid_focal_loss(score, label)
+
+        model = self.model
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": model.adaptor.parameters(), "lr": self.lr / 2},
+                {"params": model.head.parameters(), "lr": self.lr, "weight_decay": 1e-5},
+            ]
+        )
+        milestones = [int(self.epochs * 0.8), int(self.epochs * 0.9)]
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.4)
+        history = train_loop(
+            model, optimizer, scheduler, self.epochs, batches, step, device=self.device,
+            mixed_precision=self.mixed_precision, clip_grad_norm=1.0, progress=progress, desc="train feature",
+        )
+        self.model.cpu()
+        self.state.update({"loss_history": history, "n_normal": n_normal, "n_anomalies": n_anomalous})
+
+    def _perlin_masks(self, count: int, grid: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+        """Binarised Perlin masks on the feature grid; half of them empty (SuperSimpleNet)."""
+        out = np.zeros((count, 1, *grid), np.float32)
+        for i in range(count):
+            scale = (2 ** int(rng.integers(0, 6)), 2 ** int(rng.integers(0, 6)))
+            noise = perlin_noise(grid, scale, rng)
+            if rng.random() < 0.5:
+                out[i, 0] = noise > self.perlin_threshold
+        return out
+
+    def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        levels = self.model.features.levels(to_batch(images, self.image_size).to(device))
+        amap, score = self.model(levels)
+        maps = F.interpolate(amap, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return score, gaussian_blur(maps, self.sigma)

@@ -1,0 +1,91 @@
+"""Patch features: backbone levels resized to one grid, concatenated and averaged over a neighbourhood."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import DEFAULT_STAGES, Backbone
+
+
+def to_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """RGB (or grey) uint8 images of any size -> Bx3xSxS float tensor in [0, 255]."""
+    batch = []
+    for image in images:
+        if image.ndim == 2 or image.shape[2] == 1:
+            image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+        if image.shape[:2] != (size, size):
+            shrink = image.shape[0] > size or image.shape[1] > size
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        batch.append(image)
+    return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
+
+
+def resize_masks(masks: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Float masks of any size -> Bx1xSxS in [0, 1] (area-averaged when shrinking)."""
+    out = []
+    for mask in masks:
+        mask = mask.astype(np.float32)
+        if mask.max() > 1.0:
+            mask = mask / 255.0
+        if mask.shape[:2] != (size, size):
+            shrink = mask.shape[0] > size or mask.shape[1] > size
+            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        out.append(mask)
+    return torch.from_numpy(np.stack(out))[:, None]
+
+
+class PatchFeatures(nn.Module):
+    """Locally aware patch features (PatchCore / SimpleNet style) from a frozen backbone.
+
+    ``levels`` runs the backbone (cacheable); ``aggregate`` resizes every level to ``upscale`` times
+    the finest level's grid, concatenates them and averages each ``patch_size`` neighbourhood.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet-lite0",
+        stages: Sequence[int] = DEFAULT_STAGES,
+        upscale: int = 1,
+        patch_size: int = 3,
+        pretrained: bool = True,
+    ):
+        super().__init__()
+        self.backbone = Backbone(backbone, stages, pretrained=pretrained)
+        self.upscale = upscale
+        self.pool = nn.AvgPool2d(patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
+        self.channels = sum(self.backbone.channels)
+        self.stride = self.backbone.strides[0] / upscale
+
+    def levels(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone(images)
+
+    def aggregate(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        h, w = levels[0].shape[-2:]
+        size = (h * self.upscale, w * self.upscale)
+        resized = [
+            level.float() if level.shape[-2:] == size else F.interpolate(level.float(), size=size, mode="bilinear", align_corners=False)
+            for level in levels
+        ]
+        return self.pool(torch.cat(resized, dim=1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.aggregate(self.levels(images))
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of Bx1xHxW maps (kernel 2*ceil(3 sigma)+1, reflect padding)."""
+    if sigma <= 0:
+        return maps
+    radius = int(np.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(out, kernel.view(1, 1, -1, 1))

@@ -1,0 +1,58 @@
+"""The training loop shared by the trained detectors, run through ``accelerate``."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+
+def make_accelerator(device: str | None = None, mixed_precision: str = "no"):
+    """An ``accelerate.Accelerator``: CPU when ``device == "cpu"``, else what ``accelerate launch`` set up."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+
+
+def train_loop(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    epochs: int,
+    batches: Callable[[int, int, int], Iterable[dict[str, torch.Tensor]]],
+    step: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    device: str | None = None,
+    mixed_precision: str = "no",
+    clip_grad_norm: float | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[float]:
+    """Run ``epochs`` epochs. ``batches(epoch, rank, world)`` yields this process's batches (on CPU);
+    ``step(model, batch)`` returns the loss. Returns the mean loss per epoch."""
+    accelerator = make_accelerator(device, mixed_precision)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    history = []
+    bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=not progress or not accelerator.is_main_process)
+    for epoch in range(epochs):
+        model.train()
+        total, count = 0.0, 0
+        for batch in batches(epoch, accelerator.process_index, accelerator.num_processes):
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss = step(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if clip_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            optimizer.step()
+            total += float(loss.detach())
+            count += 1
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        if scheduler is not None:
+            scheduler.step()
+        history.append(total / max(count, 1))
+        bar.update(1)
+    bar.close()
+    accelerator.wait_for_everyone()
+    return history

@@ -1,0 +1,70 @@
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from anomalyforge.cli import main
+from conftest import smooth, with_defect
+
+TINY = ["--size", "64", "--epochs", "3", "--set", "hidden=32", "cls_channels=8", "batch_size=8", "anomalies_per_image=2"]
+
+
+def write_rgb(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture
+def category(tmp_path) -> Path:
+    root = tmp_path / "widget"
+    for i in range(10):
+        write_rgb(root / "train" / "good" / f"{i:03d}.png", smooth(i))
+    for i in range(4):
+        write_rgb(root / "test" / "good" / f"{i:03d}.png", smooth(100 + i))
+        image, mask = with_defect(smooth(200 + i), i)
+        write_rgb(root / "test" / "dent" / f"{i:03d}.png", image)
+        (root / "ground_truth" / "dent").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "ground_truth" / "dent" / f"{i:03d}_mask.png"), (mask * 255).astype(np.uint8))
+    return root
+
+
+def test_train_then_evaluate(category, tmp_path, capsys):
+    (category / "train" / "good" / "broken.png").write_bytes(b"not a png")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(category), "--synth", "draem,cutpaste", "--out", str(run), "--quiet", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "trained feature on 10 normal images" in out and "1 unreadable files skipped" in out
+    info = json.loads((run / "train.json").read_text())
+    assert any("broken.png" in path for path in info["skipped_files"])
+    assert (run / "model" / "model.safetensors").is_file() and (run / "reference" / "config.json").is_file()
+
+    assert main(["evaluate", "--model", str(run), "--data", str(category), "--overlays", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("feature: image AUROC") and "knn reference: image AUROC" in out
+    report = json.loads((run / "eval" / "metrics.json").read_text())
+    assert report["n_test"] == 8 and report["n_anomalous"] == 4
+    assert set(report["metrics"]) >= {"image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "image_auroc_per_defect"}
+    assert report["reference"]["detector"] == "knn"
+    assert (run / "eval" / "overlays.png").is_file() and len(list((run / "eval" / "overlays").glob("*.png"))) == 4
+
+
+def test_train_on_a_generated_dataset(category, tmp_path, capsys):
+    generated = tmp_path / "gen"
+    assert main(["generate", "--input", str(category), "--out", str(generated), "--generator", "draem", "--n", "12", "--quiet"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(generated), "--out", str(run), "--no-reference", "--quiet", *TINY]) == 0
+    info = json.loads((run / "train.json").read_text())
+    assert info["n_ready_anomalies"] == 12 and Path(info["data"]) == category / "train" / "good"
+    assert info["config"]["synth"] == "none"
+    assert not (run / "reference").exists()
+
+
+def test_cli_errors_name_the_problem(category, tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert "missing is not a folder" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tmp_path), "--data", str(category)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+    assert main(["train", "--data", str(category), "--out", str(tmp_path / "r"), "--set", "nokey"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

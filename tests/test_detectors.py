@@ -1,0 +1,134 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detectors import DRAEM, Anomaly, Backbone, Detector, FeatureDiscriminator, PatchKNN, auroc, load_detector
+from detectors.backbone import _load_state_dict, _weights_path
+from detectors.feature_discriminator import downsample_mask
+from synth import DRAEM as DRAEMGenerator
+
+from conftest import smooth, with_defect
+
+
+NORMALS = [smooth(i) for i in range(12)]
+TEST_NORMALS = [smooth(100 + i) for i in range(8)]
+TEST_DEFECTS = [with_defect(smooth(200 + i), i) for i in range(8)]
+
+
+def tiny_feature(**kwargs) -> FeatureDiscriminator:
+    options = dict(image_size=64, epochs=4, hidden=32, cls_channels=8, synth="draem", anomalies_per_image=3, batch_size=8)
+    options.update(kwargs)
+    return FeatureDiscriminator(**options)
+
+
+def scores_of(detector):
+    images = TEST_NORMALS + [image for image, _ in TEST_DEFECTS]
+    return detector.predict(images)
+
+
+def test_backbone_levels_and_pretrained_weights():
+    backbone = Backbone("efficientnet-lite0")
+    assert backbone.channels == [40, 112] and backbone.strides == [8, 16]
+    levels = backbone(torch.rand(2, 3, 64, 64) * 255)
+    assert [tuple(level.shape) for level in levels] == [(2, 40, 8, 8), (2, 112, 4, 4)]
+    weights = _load_state_dict(_weights_path("efficientnet-lite0"))
+    assert torch.equal(backbone.stem[0].weight, weights["_conv_stem.weight"])
+    assert torch.equal(backbone.blocks[4]._project_conv.weight, weights["_blocks.4._project_conv.weight"])
+    with pytest.raises(ValueError, match="stages must be in 1..7"):
+        Backbone(stages=(0, 3))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        Backbone("efficientnet-b9")
+
+
+def test_backbone_stays_frozen_in_train_mode():
+    backbone = Backbone()
+    backbone.train()
+    assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_downsample_mask_keeps_tiny_anomalies():
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[0, 0, 10:12, 10:12] = 1  # smaller than one 8x8 cell
+    down = downsample_mask(masks, (8, 8))
+    assert down[0].sum() == 1 and down[0, 0, 1, 1] == 1
+    assert down[1].sum() == 0
+
+
+def test_knn_ranks_defects_and_round_trips(tmp_path):
+    knn = PatchKNN(image_size=64, coreset_ratio=0.5).fit(NORMALS, progress=False)
+    prediction = scores_of(knn)
+    labels = np.r_[np.zeros(8), np.ones(8)]
+    assert auroc(prediction.scores, labels) > 0.9
+    assert prediction.maps.shape == (16, 64, 64)
+    # the map peaks inside the defect
+    image, mask = TEST_DEFECTS[0]
+    peak = np.unravel_index(np.argmax(knn.predict([image]).maps[0]), (64, 64))
+    assert mask[max(peak[0] - 4, 0) : peak[0] + 5, max(peak[1] - 4, 0) : peak[1] + 5].any()
+    knn.save(tmp_path / "knn")
+    loaded = load_detector(tmp_path / "knn")
+    assert isinstance(loaded, PatchKNN) and loaded.get_config() == knn.get_config()
+    again = scores_of(loaded)
+    np.testing.assert_array_equal(again.scores, prediction.scores)
+    np.testing.assert_array_equal(again.maps, prediction.maps)
+    assert not any(k.startswith("features.backbone") for k in loaded._weights())
+
+
+def test_feature_discriminator_learns_obvious_synthetic_defects(tmp_path):
+    detector = tiny_feature().fit(NORMALS, progress=False)
+    history = detector.state["loss_history"]
+    assert history[-1] < history[0]
+    prediction = scores_of(detector)
+    assert auroc(prediction.scores, np.r_[np.zeros(8), np.ones(8)]) > 0.9
+    detector.save(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["detector"] == "feature" and config["config"]["synth"] == "draem"
+    loaded = Detector.load(tmp_path / "model")
+    again = scores_of(loaded)
+    np.testing.assert_array_equal(again.scores, prediction.scores)
+    np.testing.assert_array_equal(again.maps, prediction.maps)
+
+
+def test_feature_discriminator_is_deterministic_and_seeded():
+    a = scores_of(tiny_feature(epochs=1).fit(NORMALS, progress=False)).scores
+    b = scores_of(tiny_feature(epochs=1).fit(NORMALS, progress=False)).scores
+    c = scores_of(tiny_feature(epochs=1, seed=1).fit(NORMALS, progress=False)).scores
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_feature_discriminator_with_ready_made_anomalies_and_feature_noise():
+    generator = DRAEMGenerator()
+    ready = []
+    for i, image in enumerate(NORMALS):
+        sample = generator(image, np.random.default_rng(i))
+        ready.append(Anomaly(sample.image, sample.mask))
+    detector = tiny_feature(synth="none", feature_noise=True, epochs=2).fit(NORMALS, ready, progress=False)
+    assert detector.state["n_anomalies"] == len(ready)
+    with pytest.raises(ValueError, match="no training anomalies"):
+        tiny_feature(synth="none").fit(NORMALS, progress=False)
+
+
+def test_draem_trains_and_round_trips(tmp_path):
+    detector = DRAEM(image_size=64, reconstructive_width=4, discriminative_width=4, epochs=2, batch_size=4)
+    detector.fit(NORMALS, progress=False)
+    prediction = scores_of(detector)
+    assert prediction.maps.shape == (16, 64, 64) and np.all((prediction.maps >= 0) & (prediction.maps <= 1))
+    detector.save(tmp_path / "draem")
+    again = scores_of(DRAEM.load(tmp_path / "draem"))
+    np.testing.assert_array_equal(again.scores, prediction.scores)
+    with pytest.raises(ValueError, match="holds a draem detector"):
+        PatchKNN.load(tmp_path / "draem")
+
+
+def test_errors_are_clear(tmp_path):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PatchKNN().predict(NORMALS[:1])
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load_detector(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a detector config"):
+        load_detector(tmp_path)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        DRAEM(image_size=48).fit(NORMALS, progress=False)
