@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str]) -> dict:
     """``key=value`` detector options; values are read as JSON when they parse (numbers, lists, true)."""
     import json
 
@@ -136,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from detectors.data import (
         generated_input_folder, guess_preset, is_generated_dataset, load_generated_anomalies, load_normals,
     )
+    from detectors.synthetic import synth_options_for
 
     data = Path(args.data)
     if not data.is_dir():
@@ -148,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not normals_dir.is_dir():
             raise FileNotFoundError(f"{data}: its normal images ({normals_dir}) are gone; pass --normals DIR")
     klass = detector_class(args.detector)
-    options = _overrides(args.set)
+    options = parse_overrides(args.set)
     for name in ("epochs", "seed", "device"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
@@ -156,11 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.detector != "knn":
         options.setdefault("synth", args.synth if args.synth is not None else ("none" if anomalies_dir else "draem,nsa,cutpaste"))
         preset = guess_preset(normals_dir) if args.preset == "auto" else args.preset
-        on_object = "border" if preset == "object" else None
-        options.setdefault("synth_options", {
-            "nsa": {"preset": preset}, "cutpaste": {"background": on_object},
-            "draem": {"background": on_object, "texture_dir": args.textures},
-        })
+        options.setdefault("synth_options", synth_options_for(preset, args.textures))
     detector = klass(**options)
     normals = load_normals(normals_dir, args.size)
     anomalies = load_generated_anomalies(anomalies_dir, args.size) if anomalies_dir else []
@@ -171,6 +168,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     detector.fit(normals.images, anomalies, progress=not args.quiet)
     train_s = time.perf_counter() - start
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes the run
+        return 0
     detector.save(out / "model")
     info = {
         "detector": args.detector, "data": str(normals_dir), "anomalies": str(anomalies_dir) if anomalies_dir else None,

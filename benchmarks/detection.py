@@ -20,25 +20,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors import detection_metrics, detector_class  # noqa: E402
+from anomalyforge.cli import parse_overrides  # noqa: E402
+from detectors import detector_class  # noqa: E402
 from detectors.data import load_normals, load_test_set  # noqa: E402
-
-
-def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        out[key] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
-    return out
+from detectors.evaluation import metrics_for  # noqa: E402
+from detectors.synthetic import synth_options_for  # noqa: E402
 
 
 def run(category: Path, kind: str, size: int, options: dict, preset: str) -> dict:
     normals = load_normals(category, size)
     test = load_test_set(category, size)
     if kind != "knn" and "synth_options" not in options:
-        on_object = "border" if preset == "object" else None
-        options = {**options, "synth_options": {
-            "nsa": {"preset": preset}, "cutpaste": {"background": on_object}, "draem": {"background": on_object}}}
+        options = {**options, "synth_options": synth_options_for(preset)}
     detector = detector_class(kind)(image_size=size, **options)
     start = time.perf_counter()
     detector.fit(normals.images, progress=False)
@@ -51,11 +44,8 @@ def run(category: Path, kind: str, size: int, options: dict, preset: str) -> dic
         start = time.perf_counter()
         detector.predict([image])
         singles.append(1000 * (time.perf_counter() - start))
-    metrics = detection_metrics(prediction.scores, test.labels, prediction.maps, test.masks)
-    per_defect = {}
-    for defect in sorted(set(test.defects) - {"good"}):
-        keep = np.array([d in ("good", defect) for d in test.defects])
-        per_defect[defect] = round(detection_metrics(prediction.scores[keep], test.labels[keep])["image_auroc"], 4)
+    metrics = metrics_for(prediction, test)
+    per_defect = {k: round(v, 4) for k, v in metrics.pop("image_auroc_per_defect").items()}
     return {
         "category": category.name, "detector": kind, "n_train": len(normals.images), "n_test": len(test.images),
         **{k: round(v, 4) for k, v in metrics.items()}, "image_auroc_per_defect": per_defect,

@@ -13,15 +13,9 @@ import numpy as np
 from synth.readers import ImageReadError, mvtec_test_images, normal_image_paths, read_image, read_mask
 
 from .base import Anomaly
+from .features import resize_image
 
 log = logging.getLogger(__name__)
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[:2] == (size, size):
-        return image
-    shrink = image.shape[0] > size or image.shape[1] > size
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

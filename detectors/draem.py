@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Anomaly, Detector
-from .features import to_batch
+from .features import resize_image, to_batch
 from .losses import softmax_focal_loss, ssim
 from .synthetic import make_generator
-from .data import resize_image
-from .training import train_loop
+from .training import rank_steps, train_loop
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -165,7 +164,7 @@ class DRAEM(Detector):
 
         def batches(epoch: int, rank: int, world: int):
             order = np.random.default_rng([self.seed, epoch, 1 << 20]).permutation(n_items)
-            for s in range(rank, steps, world):
+            for s in rank_steps(steps, rank, world):
                 items = [item(epoch, int(i)) for i in order[s * self.batch_size : (s + 1) * self.batch_size]]
                 masks = [np.asarray(m, np.float32) for _, _, m, _ in items]
                 masks = [m if m.shape == (size, size) else resize_image(m, size) for m in masks]

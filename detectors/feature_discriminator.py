@@ -18,7 +18,7 @@ from .base import Anomaly, Detector
 from .features import PatchFeatures, gaussian_blur, to_batch
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .synthetic import make_generator, synthesise
-from .training import train_loop
+from .training import rank_steps, train_loop
 
 
 class SegmentationDetectionHead(nn.Module):
@@ -56,18 +56,49 @@ class SegmentationDetectionHead(nn.Module):
         return amap, self.cls_fc(pooled)[:, 0]
 
 
+def nearest_distance(patches: torch.Tensor, bank: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """Distance of every patch (BxCxhxw) to its nearest row of ``bank``: Bx1xhxw."""
+    out = []
+    for start in range(0, len(patches), chunk):
+        part = patches[start : start + chunk]
+        b, c, h, w = part.shape
+        flat = part.permute(0, 2, 3, 1).reshape(-1, c)
+        out.append(torch.cdist(flat, bank).amin(1).view(b, 1, h, w))
+    return torch.cat(out)
+
+
 class _DiscriminatorModel(nn.Module):
-    def __init__(self, features: PatchFeatures, hidden: int, cls_channels: int, stop_grad: bool):
+    def __init__(self, features: PatchFeatures, hidden: int, cls_channels: int, stop_grad: bool, bank_size: int = 0):
         super().__init__()
         self.features = features
         self.adaptor = nn.Conv2d(features.channels, features.channels, 1)
         nn.init.xavier_normal_(self.adaptor.weight)
-        self.head = SegmentationDetectionHead(features.channels, hidden, cls_channels, stop_grad)
+        self.use_distance = bank_size > 0
+        self.head = SegmentationDetectionHead(features.channels + int(self.use_distance), hidden, cls_channels, stop_grad)
+        if self.use_distance:
+            self.register_buffer("memory_bank", torch.zeros(bank_size, features.channels))
+            self.register_buffer("distance_scale", torch.ones(()))
 
-    def forward(self, levels: Sequence[torch.Tensor], noise: torch.Tensor | None = None, noise_mask: torch.Tensor | None = None):
-        adapted = self.adaptor(self.features.aggregate(levels))
+    def distance(self, patches: torch.Tensor, bank: torch.Tensor | None = None) -> torch.Tensor:
+        bank = self.memory_bank if bank is None else bank
+        return nearest_distance(patches, bank) / self.distance_scale
+
+    def forward(
+        self,
+        levels: Sequence[torch.Tensor],
+        noise: torch.Tensor | None = None,
+        noise_mask: torch.Tensor | None = None,
+        distance: torch.Tensor | None = None,
+    ):
+        patches = self.features.aggregate(levels)
+        adapted = self.adaptor(patches)
+        if self.use_distance and distance is None:
+            distance = self.distance(patches)
         if noise is not None:
             adapted = torch.cat([adapted, adapted]) + noise * noise_mask
+            distance = torch.cat([distance, distance]) if distance is not None else None
+        if self.use_distance:
+            adapted = torch.cat([adapted, distance], dim=1)
         return self.head(adapted)
 
 
@@ -99,6 +130,11 @@ class FeatureDiscriminator(Detector):
             features are cached with those of the normal images, so an epoch costs only the heads).
         feature_noise: also add SuperSimpleNet's Perlin-masked Gaussian noise in feature space (each
             batch is duplicated and the copy perturbed, as in the paper; doubles the step cost).
+        normal_distance: give the heads one more input channel, each patch's distance to its nearest
+            normal patch (a coreset memory bank, as in the kNN reference). During training the distance
+            of a sample is taken to the bank of the other half of the normal images (two folds), so
+            that training patches are never compared with themselves.
+        bank_size: memory bank size per fold.
         upscale, hidden, cls_channels: grid upscaling relative to the stride-8 level and head widths.
             SuperSimpleNet uses 2, 1024 and 128; the defaults are sized for a 2-core CPU (about 12x
             cheaper per step), the paper's values suit a GPU.
@@ -116,6 +152,8 @@ class FeatureDiscriminator(Detector):
         feature_noise: bool = False,
         noise_std: float = 0.015,
         perlin_threshold: float = 0.2,
+        normal_distance: bool = False,
+        bank_size: int = 4096,
         upscale: int = 1,
         hidden: int = 256,
         cls_channels: int = 32,
@@ -138,6 +176,8 @@ class FeatureDiscriminator(Detector):
         self.feature_noise = feature_noise
         self.noise_std = noise_std
         self.perlin_threshold = perlin_threshold
+        self.normal_distance = normal_distance
+        self.bank_size = bank_size
         self.upscale = upscale
         self.hidden = hidden
         self.cls_channels = cls_channels
@@ -149,7 +189,8 @@ class FeatureDiscriminator(Detector):
 
     def _build(self) -> nn.Module:
         features = PatchFeatures(self.backbone, self.stages, upscale=self.upscale, pretrained=self.pretrained)
-        return _DiscriminatorModel(features, self.hidden, self.cls_channels, stop_grad=False)
+        bank = self.state.get("memory_bank_size", 1) if self.normal_distance else 0
+        return _DiscriminatorModel(features, self.hidden, self.cls_channels, stop_grad=False, bank_size=bank)
 
     def _levels(self, images: Sequence[np.ndarray], device: torch.device, desc: str, progress: bool) -> list[torch.Tensor]:
         """Backbone levels of all images, kept on the CPU in half precision."""
@@ -164,31 +205,56 @@ class FeatureDiscriminator(Detector):
         self.model.to(device)
         generator = make_generator(self.synth, self.synth_options, images)
         pool = list(anomalies)
+        # fold of each anomaly's source image (ready-made anomalies: no source, fold drawn at random)
+        fold_rng = np.random.default_rng([self.seed, 7])
+        normal_fold = torch.from_numpy(fold_rng.permutation(len(images)) % 2)
+        pool_fold = [int(f) for f in fold_rng.integers(0, 2, len(pool))]
         if generator is not None:
-            pool += synthesise(images, generator, self.anomalies_per_image * len(images), self.image_size, self.seed, progress)
-        if not pool:
-            raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
+            made = synthesise(
+                images, generator, self.anomalies_per_image * len(images), self.image_size, self.seed, progress, keep_source=True
+            )
+            pool += [anomaly for anomaly, _ in made]
+            pool_fold += [int(normal_fold[source]) for _, source in made]
+        if not pool and not self.feature_noise:
+            raise ValueError("no training anomalies: give synth generators, pass anomalies to fit() or set feature_noise")
         normal_levels = self._levels(images, device, "normal features", progress)
-        anomaly_levels = self._levels([a.image for a in pool], device, "anomaly features", progress)
         grid = (normal_levels[0].shape[-2] * self.upscale, normal_levels[0].shape[-1] * self.upscale)
-        masks = torch.cat([downsample_mask(torch.from_numpy(a.mask.astype(np.float32))[None, None], grid) for a in pool])
-        labels = (masks.flatten(1).amax(1) > 0).float()
+        if pool:
+            anomaly_levels = self._levels([a.image for a in pool], device, "anomaly features", progress)
+            masks = torch.cat([downsample_mask(torch.from_numpy(a.mask.astype(np.float32))[None, None], grid) for a in pool])
+            labels = (masks.flatten(1).amax(1) > 0).float()
+        if self.normal_distance:
+            normal_distance, anomaly_distance = self._fold_distances(
+                normal_levels, normal_fold, anomaly_levels if pool else None, torch.tensor(pool_fold), device, progress
+            )
         n_normal, n_anomalous = len(images), len(pool)
-        half = max(1, self.batch_size // 2)
-        steps = max(1, int(np.ceil(n_anomalous / half)))
+        # each batch: half normal, half anomalous; all normal when training on feature noise alone
+        n_anomalies_per_batch = max(1, self.batch_size // 2) if pool else 0
+        n_normals_per_batch = self.batch_size - n_anomalies_per_batch
+        steps = max(1, int(np.ceil((n_anomalous or n_normal) / (n_anomalies_per_batch or n_normals_per_batch))))
         channels = self.model.features.channels
 
         def batches(epoch: int, rank: int, world: int):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             rng = np.random.default_rng([self.seed, epoch])
-            order_a = torch.randperm(n_anomalous, generator=g)
-            order_n = torch.randperm(n_normal * (1 + (steps * half) // n_normal), generator=g) % n_normal
-            for s in range(rank, steps, world):
-                ia = order_a[torch.arange(s * half, (s + 1) * half) % n_anomalous]
-                inn = order_n[s * half : (s + 1) * half]
-                batch = {f"level{i}": torch.cat([normal_levels[i][inn], anomaly_levels[i][ia]]) for i in range(len(normal_levels))}
-                batch["mask"] = torch.cat([torch.zeros(len(inn), 1, *grid), masks[ia]])
-                batch["label"] = torch.cat([torch.zeros(len(inn)), labels[ia]])
+            repeats = 1 + (steps * n_normals_per_batch) // n_normal
+            order_n = torch.cat([torch.randperm(n_normal, generator=g) for _ in range(repeats)])
+            order_a = torch.randperm(n_anomalous, generator=g) if pool else None
+            for s in rank_steps(steps, rank, world):
+                inn = order_n[s * n_normals_per_batch : (s + 1) * n_normals_per_batch]
+                batch = {f"level{i}": normal_levels[i][inn] for i in range(len(normal_levels))}
+                if self.normal_distance:
+                    batch["distance"] = normal_distance[inn]
+                batch["mask"] = torch.zeros(len(inn), 1, *grid)
+                batch["label"] = torch.zeros(len(inn))
+                if pool:
+                    ia = order_a[torch.arange(s * n_anomalies_per_batch, (s + 1) * n_anomalies_per_batch) % n_anomalous]
+                    for i in range(len(normal_levels)):
+                        batch[f"level{i}"] = torch.cat([batch[f"level{i}"], anomaly_levels[i][ia]])
+                    batch["mask"] = torch.cat([batch["mask"], masks[ia]])
+                    if self.normal_distance:
+                        batch["distance"] = torch.cat([batch["distance"], anomaly_distance[ia]])
+                    batch["label"] = torch.cat([batch["label"], labels[ia]])
                 if self.feature_noise:
                     b = 2 * len(batch["label"])
                     batch["noise"] = torch.randn(b, channels, *grid, generator=g) * self.noise_std
@@ -205,7 +271,7 @@ class FeatureDiscriminator(Detector):
                 noise = batch["noise"]
                 mask = torch.clamp(mask + noise_mask, max=1.0)
                 label = torch.clamp(label + (noise_mask.flatten(1).amax(1) > 0).float(), max=1.0)
-            amap, score = model(levels, noise, noise_mask)
+            amap, score = model(levels, noise, noise_mask, batch.get("distance"))
             return sigmoid_focal_loss(amap, mask) + truncated_l1_loss(amap, mask) + sigmoid_focal_loss(score, label)
 
         model = self.model
@@ -223,6 +289,52 @@ class FeatureDiscriminator(Detector):
         )
         self.model.cpu()
         self.state.update({"loss_history": history, "n_normal": n_normal, "n_anomalies": n_anomalous})
+
+    def _fold_distances(self, normal_levels, normal_fold, anomaly_levels, anomaly_fold, device, progress):
+        """Two memory banks (one per half of the normal images); each sample's distance map is taken to
+        the bank of the other fold. The model keeps both banks; the distance scale is the median
+        normal patch distance, so the extra channel is about 1 on normal patches."""
+        from .knn import greedy_coreset
+
+        def patches(levels, index):
+            return torch.cat([
+                self.model.features.aggregate([level[index[s : s + 32]].to(device) for level in levels]).cpu()
+                for s in range(0, len(index), 32)
+            ])
+
+        banks = []
+        for fold in (0, 1):
+            index = torch.nonzero(normal_fold == fold)[:, 0]
+            if len(index) == 0:  # a single normal image: both folds use it
+                index = torch.arange(len(normal_fold))
+            feats = patches(normal_levels, index)
+            flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+            n = min(self.bank_size, len(flat))
+            banks.append(flat[greedy_coreset(flat.to(device), n, seed=self.seed + fold, max_candidates=20 * n)])
+
+        def distances(levels, folds):
+            out = torch.zeros(len(folds), 1, *self._grid(levels))
+            for fold in (0, 1):
+                index = torch.nonzero(folds == fold)[:, 0]
+                if len(index):
+                    out[index] = nearest_distance(patches(levels, index), banks[1 - fold])
+            return out
+
+        normal = distances(normal_levels, normal_fold)
+        scale = float(normal.median()) or 1.0
+        anomaly = distances(anomaly_levels, anomaly_fold) / scale if anomaly_levels is not None else None
+        bank = torch.cat(banks)
+        self.state["memory_bank_size"] = int(len(bank))
+        trained = self.model
+        self.model = self._build()
+        self.model.load_state_dict({k: v for k, v in trained.state_dict().items() if k not in ("memory_bank", "distance_scale")}, strict=False)
+        self.model.memory_bank.copy_(bank)
+        self.model.distance_scale.fill_(scale)
+        self.model.to(device)
+        return normal / scale, anomaly
+
+    def _grid(self, levels) -> tuple[int, int]:
+        return levels[0].shape[-2] * self.upscale, levels[0].shape[-1] * self.upscale
 
     def _perlin_masks(self, count: int, grid: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
         """Binarised Perlin masks on the feature grid; half of them empty (SuperSimpleNet)."""

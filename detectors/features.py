@@ -13,31 +13,22 @@ from torch import nn
 from .backbone import DEFAULT_STAGES, Backbone
 
 
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Square ``size`` x ``size`` copy (area interpolation when shrinking)."""
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def to_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """RGB (or grey) uint8 images of any size -> Bx3xSxS float tensor in [0, 255]."""
     batch = []
     for image in images:
         if image.ndim == 2 or image.shape[2] == 1:
             image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
-        if image.shape[:2] != (size, size):
-            shrink = image.shape[0] > size or image.shape[1] > size
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        batch.append(image)
+        batch.append(resize_image(image, size))
     return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
-
-
-def resize_masks(masks: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """Float masks of any size -> Bx1xSxS in [0, 1] (area-averaged when shrinking)."""
-    out = []
-    for mask in masks:
-        mask = mask.astype(np.float32)
-        if mask.max() > 1.0:
-            mask = mask / 255.0
-        if mask.shape[:2] != (size, size):
-            shrink = mask.shape[0] > size or mask.shape[1] > size
-            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        out.append(mask)
-    return torch.from_numpy(np.stack(out))[:, None]
 
 
 class PatchFeatures(nn.Module):

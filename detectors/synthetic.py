@@ -10,7 +10,17 @@ from tqdm.auto import tqdm
 from synth import AnomalyGenerator, build_generator
 
 from .base import Anomaly
-from .data import resize_image
+from .features import resize_image
+
+
+def synth_options_for(preset: str, textures: str | None = None) -> dict[str, dict[str, Any]]:
+    """Generator options for an ``"object"`` category (anomalies stay on the object) or a ``"texture"``."""
+    on_object = "border" if preset == "object" else None
+    return {
+        "nsa": {"preset": preset},
+        "cutpaste": {"background": on_object},
+        "draem": {"background": on_object, "texture_dir": textures},
+    }
 
 
 def make_generator(
@@ -36,14 +46,21 @@ def make_generator(
 
 
 def synthesise(
-    images: Sequence[np.ndarray], generator: AnomalyGenerator, n: int, size: int, seed: int, progress: bool = True
-) -> list[Anomaly]:
+    images: Sequence[np.ndarray],
+    generator: AnomalyGenerator,
+    n: int,
+    size: int,
+    seed: int,
+    progress: bool = True,
+    keep_source: bool = False,
+) -> list:
     """``n`` anomalies made from the images in turn (sample ``i`` seeded by ``(seed, i)``); samples
-    whose mask came out empty are dropped."""
+    whose mask came out empty are dropped. With ``keep_source``: ``(anomaly, source index)`` pairs."""
     out = []
     for i in tqdm(range(n), desc=f"synthesise {generator.name}", unit="img", disable=not progress):
         image = resize_image(images[i % len(images)], size)
         sample = generator(image, np.random.default_rng([seed, i]))
         if sample.is_anomalous and sample.mask.max() > 0:
-            out.append(Anomaly(sample.image, sample.mask))
+            anomaly = Anomaly(sample.image, sample.mask)
+            out.append((anomaly, i % len(images)) if keep_source else anomaly)
     return out

@@ -15,6 +15,12 @@ def make_accelerator(device: str | None = None, mixed_precision: str = "no"):
     return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
 
 
+def rank_steps(steps: int, rank: int, world: int) -> range:
+    """This process's step indices; every process gets the same number (DDP needs equal step counts)."""
+    usable = max(world, steps - steps % world)
+    return range(rank, usable, world)
+
+
 def train_loop(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,

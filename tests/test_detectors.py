@@ -98,6 +98,17 @@ def test_feature_discriminator_is_deterministic_and_seeded():
     assert not np.array_equal(a, c)
 
 
+def test_feature_discriminator_with_normal_distance_channel(tmp_path):
+    detector = tiny_feature(normal_distance=True, bank_size=64).fit(NORMALS, progress=False)
+    assert detector.state["memory_bank_size"] == 128  # one bank per fold of the normal images
+    assert float(detector.model.distance_scale) > 0
+    prediction = scores_of(detector)
+    assert auroc(prediction.scores, np.r_[np.zeros(8), np.ones(8)]) > 0.9
+    detector.save(tmp_path / "model")
+    again = scores_of(load_detector(tmp_path / "model"))
+    np.testing.assert_array_equal(again.scores, prediction.scores)
+
+
 def test_feature_discriminator_with_ready_made_anomalies_and_feature_noise():
     generator = DRAEMGenerator()
     ready = []
