@@ -148,6 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         normals_dir = Path(args.normals) if args.normals else generated_input_folder(data)
         if not normals_dir.is_dir():
             raise FileNotFoundError(f"{data}: its normal images ({normals_dir}) are gone; pass --normals DIR")
+    if anomalies_dir and args.detector == "knn":
+        raise ValueError("the knn detector trains on normal images only; drop --anomalies")
     klass = detector_class(args.detector)
     options = parse_overrides(args.set)
     for name in ("epochs", "seed", "device"):
@@ -161,8 +163,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     detector = klass(**options)
     normals = load_normals(normals_dir, args.size)
     anomalies = load_generated_anomalies(anomalies_dir, args.size) if anomalies_dir else []
-    if anomalies and args.detector == "knn":
-        raise ValueError("the knn detector trains on normal images only; drop --anomalies")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

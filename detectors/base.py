@@ -177,7 +177,7 @@ class Detector(ABC):
         try:
             weights = load_file(str(directory / WEIGHTS_NAME))
             missing, unexpected = detector.model.load_state_dict(weights, strict=False)
-        except (OSError, RuntimeError, Exception) as error:  # safetensors raises its own error types
+        except Exception as error:  # OSError, torch's RuntimeError, and safetensors' own error types
             raise ValueError(f"{directory / WEIGHTS_NAME}: cannot load the weights ({str(error).splitlines()[0]})") from None
         missing = [k for k in missing if not k.startswith("features.backbone.")]
         if missing or unexpected:

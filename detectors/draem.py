@@ -167,7 +167,7 @@ class DRAEM(Detector):
             for s in rank_steps(steps, rank, world):
                 items = [item(epoch, int(i)) for i in order[s * self.batch_size : (s + 1) * self.batch_size]]
                 masks = [np.asarray(m, np.float32) for _, _, m, _ in items]
-                masks = [m if m.shape == (size, size) else resize_image(m, size) for m in masks]
+                masks = [resize_image(m, size) for m in masks]
                 yield {
                     "input": to_batch([x for x, _, _, _ in items], size) / 255.0,
                     "target": to_batch([t for _, t, _, _ in items], size) / 255.0,

@@ -35,7 +35,8 @@ def write_overlays(prediction: Prediction, test: TestSet, out: Path, count: int 
         return None
     out.mkdir(parents=True, exist_ok=True)
     order = np.argsort(-prediction.scores)
-    chosen = list(order[: count // 2 + count % 2]) + [i for i in order[::-1][: count // 2] if i not in order[: count // 2 + count % 2]]
+    top = list(order[: (count + 1) // 2])
+    chosen = top + [i for i in order[::-1][: count // 2] if i not in top]
     vmin, vmax = float(np.percentile(prediction.maps, 1)), float(np.percentile(prediction.maps, 99.9))
     panels = []
     for i in chosen:

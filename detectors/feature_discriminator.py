@@ -79,9 +79,8 @@ class _DiscriminatorModel(nn.Module):
             self.register_buffer("memory_bank", torch.zeros(bank_size, features.channels))
             self.register_buffer("distance_scale", torch.ones(()))
 
-    def distance(self, patches: torch.Tensor, bank: torch.Tensor | None = None) -> torch.Tensor:
-        bank = self.memory_bank if bank is None else bank
-        return nearest_distance(patches, bank) / self.distance_scale
+    def distance(self, patches: torch.Tensor) -> torch.Tensor:
+        return nearest_distance(patches, self.memory_bank) / self.distance_scale
 
     def forward(
         self,
@@ -218,7 +217,7 @@ class FeatureDiscriminator(Detector):
         if not pool and not self.feature_noise:
             raise ValueError("no training anomalies: give synth generators, pass anomalies to fit() or set feature_noise")
         normal_levels = self._levels(images, device, "normal features", progress)
-        grid = (normal_levels[0].shape[-2] * self.upscale, normal_levels[0].shape[-1] * self.upscale)
+        grid = self._grid(normal_levels)
         if pool:
             anomaly_levels = self._levels([a.image for a in pool], device, "anomaly features", progress)
             masks = torch.cat([downsample_mask(torch.from_numpy(a.mask.astype(np.float32))[None, None], grid) for a in pool])
@@ -325,12 +324,8 @@ class FeatureDiscriminator(Detector):
         anomaly = distances(anomaly_levels, anomaly_fold) / scale if anomaly_levels is not None else None
         bank = torch.cat(banks)
         self.state["memory_bank_size"] = int(len(bank))
-        trained = self.model
-        self.model = self._build()
-        self.model.load_state_dict({k: v for k, v in trained.state_dict().items() if k not in ("memory_bank", "distance_scale")}, strict=False)
-        self.model.memory_bank.copy_(bank)
+        self.model.memory_bank = bank.to(device)  # replaces the placeholder buffer; load() sizes it from the state
         self.model.distance_scale.fill_(scale)
-        self.model.to(device)
         return normal / scale, anomaly
 
     def _grid(self, levels) -> tuple[int, int]:

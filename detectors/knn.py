@@ -100,10 +100,9 @@ class PatchKNN(Detector):
         self.sigma = sigma
         self.pretrained = pretrained
 
-    def _build(self, bank_size: int | None = None) -> nn.Module:
+    def _build(self) -> nn.Module:
         features = PatchFeatures(self.backbone, self.stages, upscale=1, pretrained=self.pretrained)
-        size = bank_size if bank_size is not None else self.state.get("bank_size", 1)
-        return _KNNModel(features, features.channels, size)
+        return _KNNModel(features, features.channels, self.state.get("bank_size", 1))
 
     def _patches(self, images: list[np.ndarray], device: torch.device) -> torch.Tensor:
         feats = self.model.features(to_batch(images, self.image_size).to(device))
@@ -124,8 +123,7 @@ class PatchKNN(Detector):
         ).cpu()
         self.state["bank_size"] = int(n)
         self.state["n_train_patches"] = int(len(bank))
-        self.model = self._build(n)
-        self.model.memory_bank.copy_(bank[chosen])
+        self.model.memory_bank = bank[chosen].to(device)  # replaces the placeholder buffer; load() sizes it from the state
 
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self._patches(images, device)
