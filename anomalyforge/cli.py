@@ -45,6 +45,7 @@ def generator_options(args: argparse.Namespace) -> dict[str, dict]:
         "cutpaste": {"variant": args.variant, "background": on_object, "p_unchanged": args.p_unchanged},
         "nsa": {"preset": args.preset, "label_mode": args.label_mode, "p_unchanged": args.p_unchanged},
         "draem": {"texture_dir": args.textures, "background": on_object, "p_unchanged": args.p_unchanged},
+        "diffusion": {"model": args.model, "defect": args.defect, "background": on_object, "p_unchanged": args.p_unchanged},
         "mix": {"p_unchanged": args.p_unchanged},
     }
 
@@ -56,6 +57,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     paths = normal_image_paths(args.input)
     root = Path(args.input) / "train" / "good" if (Path(args.input) / "train" / "good").is_dir() else Path(args.input)
     options = generator_options(args)
+    uses_diffusion = args.generator == "diffusion" or (args.generator == "mix" and (args.weights or {}).get("diffusion", 0) > 0)
+    if uses_diffusion and not args.model:
+        raise ValueError("the diffusion generator needs --model DIR (a folder written by anomalyforge fit-defects)")
+    if not uses_diffusion:
+        options.pop("diffusion")
     if args.generator != "mix":
         options = {args.generator: options[args.generator]}
     generator = build_generator(args.generator, sources=ImageFiles(paths), options=options, weights=args.weights)
@@ -268,6 +274,54 @@ def cmd_curate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_defects(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from synth import ImageFiles, normal_image_paths
+    from synth.diffusion import PretrainedDefectDiffusion, ScratchDefectDiffusion, split_shots
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"--data {data} is not a folder")
+    defects = [d.strip() for d in args.defects.split(",")] if args.defects else None
+    shots, held_out, bad = split_shots(data, args.shots, seed=args.seed, defects=defects)
+    if not shots:
+        raise ValueError(f"{data}: no readable defect shots")
+    normals = ImageFiles(normal_image_paths(args.normals or data))
+    options = parse_overrides(args.set)
+    for name in ("seed", "device"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if args.steps is not None:
+        options["train_steps"] = args.steps
+    if args.preset == "object":
+        options.setdefault("background", "border")
+    if args.backend == "pretrained":
+        if not args.pretrained:
+            raise ValueError("--backend pretrained needs --pretrained DIR_OR_HUB_ID (a Stable Diffusion inpainting pipeline)")
+        options["pretrained"] = args.pretrained
+        if args.lora_rank:
+            options["lora_rank"] = args.lora_rank
+        klass = PretrainedDefectDiffusion
+    else:
+        klass = ScratchDefectDiffusion
+    try:
+        generator = klass(**options)
+    except TypeError as error:
+        raise ValueError(f"bad --set option for the {args.backend} backend: {error}") from None
+    out = Path(args.out)
+    generator.fit(shots, normals, progress=not args.quiet, checkpoint_dir=out / "checkpoint")
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes the model
+        return 0
+    generator.save_pretrained(out)
+    counts = ", ".join(f"{d} {n}" for d, n in generator._state["shots"].items())
+    skipped = f"; {len(bad)} unreadable files skipped" if bad else ""
+    print(f"learned {len(generator.defects)} defect types from {len(shots)} shots ({counts}) in "
+          f"{generator._state['train_seconds']:.0f} s{skipped}; saved to {out}")
+    print(f"generate with: anomalyforge generate --input {data} --generator diffusion --model {out} --out DIR")
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from curate.publish import publish_dataset
 
@@ -284,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="synthesise an anomaly dataset from a folder of normal images")
     gen.add_argument("--input", required=True, help="folder of normal images, or an MVTec category (uses train/good)")
     gen.add_argument("--out", required=True, help="output folder (an interrupted run resumes here)")
-    gen.add_argument("--generator", choices=["cutpaste", "nsa", "draem", "mix"], default="mix")
+    gen.add_argument("--generator", choices=["cutpaste", "nsa", "draem", "diffusion", "mix"], default="mix")
     gen.add_argument("--n", type=_positive, default=100, help="number of samples (default 100)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
@@ -296,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--label-mode", choices=["binary", "intensity", "logistic-intensity"], default="logistic-intensity",
                      help="NSA mask type")
     gen.add_argument("--textures", default=None, help="DRAEM anomaly source texture folder (default: bundled textures)")
-    gen.add_argument("--weights", type=_weights, default=None, help="mix weights, e.g. cutpaste=1,nsa=1,draem=2")
+    gen.add_argument("--weights", type=_weights, default=None, help="mix weights, e.g. cutpaste=1,nsa=1,draem=2,diffusion=1")
+    gen.add_argument("--model", default=None, help="diffusion generator folder written by anomalyforge fit-defects")
+    gen.add_argument("--defect", default=None, help="diffusion: the learned defect type to paint (default: any)")
     gen.add_argument("--p-unchanged", type=_probability, default=0.0, help="probability of an unchanged (normal) sample")
     gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per parquet shard (hf format)")
     gen.add_argument("--license", default=None, help="license of the source images, for the dataset card")
@@ -363,6 +419,32 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--format", choices=["mvtec", "hf"], default=None, help="output format (default: the input's)")
     cur.add_argument("--rescore", action="store_true", help="score again even when scores are stored")
     cur.set_defaults(func=cmd_curate)
+
+    fit = sub.add_parser(
+        "fit-defects",
+        help="learn defect types from a few real defects with a diffusion model (for generate --generator diffusion)",
+        description="Learn defect types from a few real defects per type (test/<defect>/ with ground_truth/ masks of an "
+        "MVTec-layout folder) and the normal images, with a diffusion model. Runs on CPU, one GPU, or several under "
+        "`accelerate launch --no_python anomalyforge fit-defects ...`. An interrupted fit resumes from OUT/checkpoint.",
+    )
+    fit.add_argument("--data", required=True, help="MVTec-layout folder with test/<defect>/ and ground_truth/")
+    fit.add_argument("--out", required=True, help="folder for the fitted generator")
+    fit.add_argument("--shots", type=_positive, default=3, help="real defects per type to learn from (default 3)")
+    fit.add_argument("--defects", default=None, help="comma-separated defect types (default: all in test/)")
+    fit.add_argument("--normals", default=None, help="normal images (default: DATA/train/good)")
+    fit.add_argument("--backend", choices=["scratch", "pretrained"], default="scratch",
+                     help="scratch: small U-Net trained here (CPU-friendly); pretrained: Stable Diffusion inpainting")
+    fit.add_argument("--pretrained", default=None, help="pretrained backend: folder or hub id of an inpainting pipeline")
+    fit.add_argument("--lora-rank", type=int, default=0, help="pretrained backend: LoRA rank on the U-Net (0: off)")
+    fit.add_argument("--steps", type=_positive, default=None, help="training steps")
+    fit.add_argument("--preset", choices=["texture", "object"], default="texture",
+                     help="object: new defects stay on the object (background estimated from the border)")
+    fit.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="generator options, e.g. resolution=128 batch_size=16 num_inference_steps=50")
+    fit.add_argument("--seed", type=int, default=None)
+    fit.add_argument("--device", default=None)
+    fit.add_argument("--quiet", action="store_true")
+    fit.set_defaults(func=cmd_fit_defects)
 
     pub = sub.add_parser("publish", help="push a hub-ready dataset folder to the Hugging Face Hub")
     pub.add_argument("dataset", help="hub-ready folder (generate or curate with --format hf)")

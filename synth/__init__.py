@@ -2,6 +2,7 @@
 
 from .base import AnomalyGenerator, Sample
 from .cutpaste import CutPaste
+from .defect_masks import DefectMaskSampler
 from .draem import DRAEM
 from .foreground import object_mask
 from .mix import Mix
@@ -23,8 +24,20 @@ from .torch_dataset import SyntheticAnomalyDataset
 from .transform import AnomalyTransform
 
 __all__ = [
-    "AnomalyGenerator", "AnomalyTransform", "CutPaste", "DRAEM", "GENERATORS", "ImageFiles", "ImageReadError",
-    "Mix", "NSA", "Sample", "SyntheticAnomalyDataset", "TestImage", "TextureSource", "build_generator",
-    "list_images", "mvtec_test_images", "normal_image_paths", "object_mask", "perlin_mask", "perlin_noise",
-    "read_image", "read_mask",
+    "AnomalyGenerator", "AnomalyTransform", "CutPaste", "DRAEM", "DefectDiffusion", "DefectMaskSampler",
+    "DefectShot", "GENERATORS", "ImageFiles", "ImageReadError", "Mix", "NSA", "PretrainedDefectDiffusion",
+    "Sample", "ScratchDefectDiffusion", "SyntheticAnomalyDataset", "TestImage", "TextureSource",
+    "build_generator", "list_images", "mvtec_test_images", "normal_image_paths", "object_mask", "perlin_mask",
+    "perlin_noise", "read_image", "read_mask",
 ]
+
+_DIFFUSION = ("DefectDiffusion", "DefectShot", "PretrainedDefectDiffusion", "ScratchDefectDiffusion")
+
+
+def __getattr__(name: str):
+    """The diffusion generators load diffusers only when first asked for."""
+    if name in _DIFFUSION:
+        from . import diffusion
+
+        return getattr(diffusion, name)
+    raise AttributeError(f"module 'synth' has no attribute {name!r}")

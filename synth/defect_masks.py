@@ -1,0 +1,189 @@
+"""Masks for new defects: real defect shapes moved, turned and warped, or Perlin blobs, placed on
+the object, so that a learned defect appears at new places and in new shapes."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from .base import apply_seeded
+from .foreground import object_mask
+from .perlin import perlin_noise
+
+MASK_MODES = ("affine", "elastic", "perlin")
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(y0, y1, x0, x1)`` (end exclusive) of a mask's non-zero pixels; ``None`` if empty."""
+    rows, cols = np.any(mask > 0, axis=1), np.any(mask > 0, axis=0)
+    if not rows.any():
+        return None
+    y0, y1 = np.flatnonzero(rows)[[0, -1]]
+    x0, x1 = np.flatnonzero(cols)[[0, -1]]
+    return int(y0), int(y1) + 1, int(x0), int(x1) + 1
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected region of a boolean mask."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return mask.astype(bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+class DefectMaskSampler:
+    """Draws a new defect mask for a normal image.
+
+    The shape is one of the real masks (cropped to its box), scaled with the image's size,
+    turned, flipped and stretched (``"affine"``), additionally warped by an elastic field
+    (``"elastic"``), or a Perlin blob with a real mask's extent (``"perlin"``). ``modes`` are drawn
+    with equal weight; without real masks only ``"perlin"`` is possible and the blob's side is
+    ``blob_size`` times the image's shorter side. With ``background`` the mask is placed where it
+    lies on the object (see :func:`~synth.object_mask`) and is clipped to it.
+
+    Args:
+        masks: real defect masks (HxW, non-zero = defect) at their images' sizes.
+        modes: which of ``affine``, ``elastic``, ``perlin`` to draw from.
+        scale: range of the size factor applied to a real shape.
+        rotation: range of the rotation angle in degrees.
+        stretch: range of the aspect change (x scale over y scale).
+        blob_size: range of a Perlin blob's side, as a fraction of the image's shorter side
+            (used when no real masks are given).
+        background: ``None`` (anywhere), ``"border"`` or a background colour.
+        background_threshold: colour difference from the background that counts as object.
+        min_on_object: least fraction of the mask that must lie on the object.
+    """
+
+    def __init__(
+        self,
+        masks: Sequence[np.ndarray] = (),
+        modes: Sequence[str] = MASK_MODES,
+        scale: tuple[float, float] = (0.7, 1.4),
+        rotation: tuple[float, float] = (-180.0, 180.0),
+        stretch: tuple[float, float] = (0.8, 1.25),
+        blob_size: tuple[float, float] = (0.05, 0.3),
+        background: str | float | tuple[float, ...] | None = None,
+        background_threshold: float = 20.0,
+        min_on_object: float = 0.9,
+    ) -> None:
+        unknown = set(modes) - set(MASK_MODES)
+        if unknown or not modes:
+            raise ValueError(f"modes must be a non-empty subset of {MASK_MODES}, got {list(modes)}")
+        self.masks = list(masks)
+        self.modes = tuple(modes)
+        self.scale = tuple(scale)
+        self.rotation = tuple(rotation)
+        self.stretch = tuple(stretch)
+        self.blob_size = tuple(blob_size)
+        self.background = background
+        self.background_threshold = background_threshold
+        self.min_on_object = min_on_object
+
+    def templates(self) -> list[tuple[np.ndarray, int]]:
+        """Each real mask cropped to its box (uint8 0/255) with its image's shorter side."""
+        out = []
+        for mask in self.masks:
+            box = mask_box(mask)
+            if box is not None:
+                y0, y1, x0, x1 = box
+                out.append((np.where(mask[y0:y1, x0:x1] > 0, 255, 0).astype(np.uint8), min(mask.shape[:2])))
+        return out
+
+    def shape(self, image_shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+        """A defect shape (boolean, cropped to its box) for an image of ``image_shape``."""
+        templates = self.templates()
+        modes = [m for m in self.modes if templates or m == "perlin"] or ["perlin"]
+        mode = modes[int(rng.integers(len(modes)))]
+        side = min(image_shape)
+        if not templates:
+            size = float(rng.uniform(*self.blob_size)) * side
+            height, width = max(4, int(round(size))), max(4, int(round(size * rng.uniform(*self.stretch))))
+            return self._blob((height, width), rng), {"mode": mode, "size": [height, width]}
+        template, source_side = templates[int(rng.integers(len(templates)))]
+        factor = float(rng.uniform(*self.scale)) * side / source_side
+        if mode == "perlin":
+            height = max(4, int(round(template.shape[0] * factor)))
+            width = max(4, int(round(template.shape[1] * factor * rng.uniform(*self.stretch))))
+            return self._blob((height, width), rng), {"mode": mode, "size": [height, width]}
+        angle = float(rng.uniform(*self.rotation))
+        aspect = float(rng.uniform(*self.stretch))
+        flip = bool(rng.random() < 0.5)
+        shape = _affine(template[:, ::-1] if flip else template, factor, aspect, angle)
+        params: dict[str, Any] = {"mode": mode, "scale": factor, "aspect": aspect, "angle": angle, "flip": flip}
+        if mode == "elastic" and min(shape.shape) >= 8:
+            sigma = max(2.0, 0.15 * min(shape.shape))
+            warp = A.ElasticTransform(alpha=3.0 * sigma, sigma=sigma, p=1.0)
+            shape, drawn = apply_seeded(warp, np.pad(shape, 4), rng)
+            params["elastic_sigma"] = sigma
+        shape = shape > 127
+        box = mask_box(shape)
+        if box is None:  # a sliver lost in resampling: fall back to a blob of the same extent
+            return self._blob(template.shape, rng), {"mode": "perlin", "size": list(template.shape)}
+        y0, y1, x0, x1 = box
+        return shape[y0:y1, x0:x1], params
+
+    def _blob(self, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+        """A Perlin blob filling 30-60 % of a ``size`` box: noise fading out towards an ellipse's rim,
+        thresholded at the quantile that gives that fill, largest region kept."""
+        height, width = size
+        periods = int(rng.integers(1, 4))
+        noise = perlin_noise((height, width), (periods, periods), rng)
+        yy, xx = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j]
+        value = (0.5 * (noise + 1.0)) * np.clip(1.0 - (yy**2 + xx**2), 0.0, None)
+        fill = float(rng.uniform(0.3, 0.6))
+        blob = largest_component(value > np.quantile(value, 1.0 - fill))
+        return blob if blob.any() else value >= value.max()
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+        """A boolean HxW mask for ``image`` and what was drawn to make it."""
+        height, width = image.shape[:2]
+        allowed = None
+        if self.background is not None:
+            allowed = object_mask(image, self.background, self.background_threshold)
+            if not allowed.any():
+                allowed = None
+        best: tuple[float, np.ndarray, dict] | None = None
+        for attempt in range(20):
+            shape, params = self.shape((height, width), rng)
+            shape = _fit_inside(shape, height, width)
+            sh, sw = shape.shape
+            top, left = int(rng.integers(0, height - sh + 1)), int(rng.integers(0, width - sw + 1))
+            mask = np.zeros((height, width), bool)
+            mask[top : top + sh, left : left + sw] = shape
+            on_object = 1.0 if allowed is None else float((mask & allowed).sum()) / max(1, int(mask.sum()))
+            params.update(top=top, left=left, on_object=on_object)
+            if best is None or on_object > best[0]:
+                best = (on_object, mask, params)
+            if on_object >= self.min_on_object:
+                break
+        _, mask, params = best
+        if allowed is not None and (mask & allowed).any():
+            mask &= allowed
+        return mask, params
+
+
+def _affine(template: np.ndarray, factor: float, aspect: float, angle: float) -> np.ndarray:
+    """Scale (x by ``factor * aspect``, y by ``factor``) and rotate a 0/255 shape onto a canvas that holds it."""
+    height, width = template.shape
+    sx, sy = factor * aspect, factor
+    theta = np.deg2rad(angle)
+    linear = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) @ np.diag([sx, sy])
+    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64) @ linear.T
+    low, high = corners.min(0), corners.max(0)
+    out_w, out_h = max(1, int(np.ceil(high[0] - low[0]))), max(1, int(np.ceil(high[1] - low[1])))
+    matrix = np.hstack([linear, -low[:, None]])
+    return cv2.warpAffine(template, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def _fit_inside(shape: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Shrink a shape that is larger than the image so that it fits."""
+    sh, sw = shape.shape
+    if sh <= height and sw <= width:
+        return shape
+    factor = min(height / sh, width / sw)
+    size = (max(1, int(sw * factor)), max(1, int(sh * factor)))
+    out = cv2.resize(shape.astype(np.uint8) * 255, size, interpolation=cv2.INTER_LINEAR) > 127
+    return out if out.any() else np.ones((size[1], size[0]), bool)

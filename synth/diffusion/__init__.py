@@ -1,0 +1,13 @@
+"""Few-shot diffusion synthesis: learn a defect type from a few real examples and paint new ones."""
+
+from .crops import defect_window, paste
+from .generator import DefectDiffusion, load_defect_diffusion
+from .pipeline import MaskedDefectPipeline
+from .inpainting import PretrainedDefectDiffusion
+from .scratch import ScratchDefectDiffusion
+from .shots import DefectShot, split_shots
+
+__all__ = [
+    "DefectDiffusion", "DefectShot", "MaskedDefectPipeline", "PretrainedDefectDiffusion", "ScratchDefectDiffusion", "defect_window",
+    "load_defect_diffusion", "paste", "split_shots",
+]
