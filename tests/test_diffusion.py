@@ -108,6 +108,10 @@ def test_scratch_backend_paints_inside_the_mask_only(scratch_model):
     other = generator(image, np.random.default_rng(2))
     assert np.array_equal(sample.image, again.image) and np.array_equal(sample.mask, again.mask)
     assert not np.array_equal(sample.image, other.image)
+    grey = np.repeat(textured(70, 90, grey=True)[..., None], 3, axis=2)
+    painted = generator(grey, np.random.default_rng(1)).image
+    assert np.array_equal(painted[..., 0], painted[..., 1]) and np.array_equal(painted[..., 1], painted[..., 2])
+    assert not np.array_equal(painted, grey)
 
 
 def test_scratch_training_learns_and_repeats_with_the_seed():
