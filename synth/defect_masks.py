@@ -37,8 +37,8 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 class DefectMaskSampler:
     """Draws a new defect mask for a normal image.
 
-    The shape is one of the real masks (cropped to its box), scaled with the image's size,
-    turned, flipped and stretched (``"affine"``), additionally warped by an elastic field
+    The shape is one of the real masks (cropped to its box), scaled (in pixels, or relative to the
+    image's size with ``relative_size``), turned, flipped and stretched (``"affine"``), additionally warped by an elastic field
     (``"elastic"``), or a Perlin blob with a real mask's extent (``"perlin"``). ``modes`` are drawn
     with equal weight; without real masks only ``"perlin"`` is possible and the blob's side is
     ``blob_size`` times the image's shorter side. With ``background`` the mask is placed where it
@@ -48,6 +48,9 @@ class DefectMaskSampler:
         masks: real defect masks (HxW, non-zero = defect) at their images' sizes.
         modes: which of ``affine``, ``elastic``, ``perlin`` to draw from.
         scale: range of the size factor applied to a real shape.
+        relative_size: scale shapes by the ratio of the image's shorter side to that of the shape's
+            image too (for the same object photographed at different sizes); off, a defect keeps
+            its size in pixels (for crops of one surface at one zoom, and for images of one size).
         rotation: range of the rotation angle in degrees.
         stretch: range of the aspect change (x scale over y scale).
         blob_size: range of a Perlin blob's side, as a fraction of the image's shorter side
@@ -62,6 +65,7 @@ class DefectMaskSampler:
         masks: Sequence[np.ndarray] = (),
         modes: Sequence[str] = MASK_MODES,
         scale: tuple[float, float] = (0.7, 1.4),
+        relative_size: bool = False,
         rotation: tuple[float, float] = (-180.0, 180.0),
         stretch: tuple[float, float] = (0.8, 1.25),
         blob_size: tuple[float, float] = (0.05, 0.3),
@@ -75,6 +79,7 @@ class DefectMaskSampler:
         self.masks = list(masks)
         self.modes = tuple(modes)
         self.scale = tuple(scale)
+        self.relative_size = relative_size
         self.rotation = tuple(rotation)
         self.stretch = tuple(stretch)
         self.blob_size = tuple(blob_size)
@@ -103,7 +108,7 @@ class DefectMaskSampler:
             height, width = max(4, int(round(size))), max(4, int(round(size * rng.uniform(*self.stretch))))
             return self._blob((height, width), rng), {"mode": mode, "size": [height, width]}
         template, source_side = templates[int(rng.integers(len(templates)))]
-        factor = float(rng.uniform(*self.scale)) * side / source_side
+        factor = float(rng.uniform(*self.scale)) * (side / source_side if self.relative_size else 1.0)
         if mode == "perlin":
             height = max(4, int(round(template.shape[0] * factor)))
             width = max(4, int(round(template.shape[1] * factor * rng.uniform(*self.stretch))))

@@ -43,6 +43,8 @@ class DefectDiffusion(AnomalyGenerator):
         mask_modes: how new masks are made: ``affine``, ``elastic``, ``perlin`` (see
             :class:`~synth.DefectMaskSampler`).
         mask_scale: size factor range for new masks, relative to the real ones.
+        mask_relative_size: also scale new masks by the image's size relative to the shot's
+            (see :class:`~synth.DefectMaskSampler`).
         background, background_threshold: keep new masks on the object (``"border"`` or a colour).
         defect: the defect type to paint; ``None`` draws one of the learned types per sample.
         num_inference_steps, guidance_scale: sampling settings.
@@ -68,6 +70,7 @@ class DefectDiffusion(AnomalyGenerator):
         min_window: int = 32,
         mask_modes: Sequence[str] = MASK_MODES,
         mask_scale: tuple[float, float] = (0.7, 1.4),
+        mask_relative_size: bool = False,
         background: str | float | tuple[float, ...] | None = None,
         background_threshold: float = 20.0,
         defect: str | None = None,
@@ -88,6 +91,7 @@ class DefectDiffusion(AnomalyGenerator):
         self.min_window = min_window
         self.mask_modes = tuple(mask_modes)
         self.mask_scale = tuple(mask_scale)
+        self.mask_relative_size = mask_relative_size
         self.background = background
         self.background_threshold = background_threshold
         self.defect = defect
@@ -156,7 +160,7 @@ class DefectDiffusion(AnomalyGenerator):
     def mask_sampler(self, defect: str) -> DefectMaskSampler:
         """New-mask sampler for one learned defect type."""
         return DefectMaskSampler(
-            self._masks[defect], self.mask_modes, self.mask_scale,
+            self._masks[defect], self.mask_modes, self.mask_scale, self.mask_relative_size,
             background=self.background, background_threshold=self.background_threshold,
         )
 

