@@ -314,6 +314,21 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
     if not PartialState().is_main_process:  # under `accelerate launch`, one process writes the model
         return 0
     generator.save_pretrained(out)
+    if args.preview:
+        import copy
+
+        import numpy as np
+
+        from curate.preview import save_png, shots_sheet
+
+        samples = []
+        for defect in generator.defects:
+            painter = copy.copy(generator)  # shares the model; paints only this defect type
+            painter.defect = defect
+            for k in range(args.preview):
+                index = len(samples)
+                samples.append(painter(normals[index % len(normals)], np.random.default_rng([painter.seed, index])))
+        print(f"preview sheet: {save_png(out / 'preview.png', shots_sheet(shots, samples, args.preview))}")
     counts = ", ".join(f"{d} {n}" for d, n in generator._state["shots"].items())
     skipped = f"; {len(bad)} unreadable files skipped" if bad else ""
     print(f"learned {len(generator.defects)} defect types from {len(shots)} shots ({counts}) in "
@@ -441,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="object: new defects stay on the object (background estimated from the border)")
     fit.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                      help="generator options, e.g. resolution=128 batch_size=16 num_inference_steps=50")
+    fit.add_argument("--preview", type=int, default=3, metavar="N",
+                     help="write OUT/preview.png: each type's shots next to N generated defects (0: none)")
     fit.add_argument("--seed", type=int, default=None)
     fit.add_argument("--device", default=None)
     fit.add_argument("--quiet", action="store_true")

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.preview import contact_sheet, mask_overlay, save_png  # noqa: E402
+from curate.preview import save_png, shots_sheet  # noqa: E402
 from curate.scorer import EAPScorer  # noqa: E402
 from detectors import FeatureDiscriminator  # noqa: E402
 from detectors.base import Anomaly  # noqa: E402
@@ -37,12 +37,7 @@ from detectors.features import resize_image  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
 from detectors.synthetic import make_generator, synth_options_for, synthesise  # noqa: E402
 from synth import ImageFiles, normal_image_paths  # noqa: E402
-from synth.diffusion import ScratchDefectDiffusion, defect_window, split_shots  # noqa: E402
-
-
-def window_panel(image: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
-    y0, y1, x0, x1 = defect_window(mask > 0, context=1.5, min_size=48)
-    return [image[y0:y1, x0:x1], mask_overlay(image[y0:y1, x0:x1], mask[y0:y1, x0:x1])]
+from synth.diffusion import ScratchDefectDiffusion, split_shots  # noqa: E402
 
 
 def main() -> None:
@@ -78,24 +73,18 @@ def main() -> None:
     print(f"diffusion training: {train_s:.0f} s for {args.steps} steps, final loss {generator._state['final_loss']:.4f}", flush=True)
 
     rng_order = np.random.default_rng(args.seed).permutation(len(paths))
-    generated, panels_by_defect = [], {}
+    generated, by_defect = [], {}
     start = time.perf_counter()
     for i in range(args.n):
         image = normals_full[int(rng_order[i % len(paths)])]
         sample = generator(image, np.random.default_rng([args.seed, 7, i]))
         generated.append(sample)
-        panels_by_defect.setdefault(sample.params["defect"], []).append(sample)
+        by_defect.setdefault(sample.params["defect"], []).append(sample)
     per_image = (time.perf_counter() - start) / max(1, args.n)
     result["diffusion_s_per_image"] = round(per_image, 3)
     print(f"generated {args.n} diffusion defects: {per_image:.2f} s per image", flush=True)
 
-    panels = []
-    for shot_defect in sorted(panels_by_defect):
-        for shot in [s for s in shots if s.defect == shot_defect]:
-            panels.append((window_panel(shot.image, shot.mask), f"real {shot_defect}"))
-        for sample in panels_by_defect[shot_defect][:3]:
-            panels.append((window_panel(sample.image, sample.mask), f"generated {shot_defect}"))
-    sheet = save_png(args.out / "preview.png", contact_sheet(panels, columns=6, tile=128))
+    sheet = save_png(args.out / "preview.png", shots_sheet(shots, generated))
     print(f"preview sheet: {sheet}", flush=True)
 
     preset = guess_preset(args.category)
@@ -137,7 +126,7 @@ def main() -> None:
     eap_diffusion = scorer.score([a.image for a in diffusion_anomalies], [a.mask for a in diffusion_anomalies])
     eap_classical = scorer.score([a.image for a in classical], [a.mask for a in classical])
     by_defect = {}
-    for defect in sorted(panels_by_defect):
+    for defect in sorted(by_defect):
         values = [e for e, s in zip(eap_diffusion, generated) if s.params["defect"] == defect]
         by_defect[defect] = round(float(np.nanmean(values)), 4)
     valid_d, valid_c = eap_diffusion[~np.isnan(eap_diffusion)], eap_classical[~np.isnan(eap_classical)]

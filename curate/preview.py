@@ -80,3 +80,23 @@ def save_png(path: str | Path, rgb: np.ndarray) -> Path:
         handle.write(data.tobytes())
     os.replace(tmp, path)
     return path
+
+
+def close_up(image: np.ndarray, mask: np.ndarray, context: float = 1.5, min_size: int = 48) -> list[np.ndarray]:
+    """A window around a defect, plain and with its mask overlaid: small defects stay visible."""
+    from synth.diffusion.crops import defect_window
+
+    y0, y1, x0, x1 = defect_window(mask > 0, context=context, min_size=min_size)
+    return [image[y0:y1, x0:x1], mask_overlay(image[y0:y1, x0:x1], mask[y0:y1, x0:x1])]
+
+
+def shots_sheet(shots: Iterable, samples: Iterable, per_defect: int = 3, tile: int = 128) -> np.ndarray:
+    """Per defect type, its real shots next to up to ``per_defect`` generated samples (close-ups)."""
+    shots, samples = list(shots), list(samples)
+    panels = []
+    for defect in dict.fromkeys(shot.defect for shot in shots):
+        panels += [(close_up(s.image, s.mask), f"real {defect}") for s in shots if s.defect == defect]
+        made = [s for s in samples if s.params.get("defect") == defect][:per_defect]
+        panels += [(close_up(s.image, s.mask), f"generated {defect}") for s in made]
+    columns = max(1, max(sum(1 for s in shots if s.defect == d) for d in {s.defect for s in shots}) + per_defect)
+    return contact_sheet(panels, columns=columns, tile=tile)

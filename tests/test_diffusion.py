@@ -342,7 +342,10 @@ def test_fit_defects_then_generate_on_the_command_line(category, tmp_path, capsy
     args = ["fit-defects", "--data", str(category), "--out", str(model), "--shots", "2", "--steps", "3", "--quiet",
             "--set", "resolution=16", "min_window=12", "block_out_channels=[8,16]", "batch_size=2", "num_inference_steps=2"]
     assert main(args) == 0
-    assert "learned 2 defect types from 4 shots" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "learned 2 defect types from 4 shots" in printed and "preview sheet" in printed
+    sheet = cv2.imread(str(model / "preview.png"))
+    assert sheet is not None and sheet.shape[1] > 4 * 128  # two shots and three generated defects per row
     saved = json.loads((model / "generator.json").read_text())
     assert saved["backend"] == "scratch" and len(saved["state"]["shot_files"]) == 4
     out = tmp_path / "generated"
