@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -16,9 +17,10 @@ from synth.diffusion import (
 from synth.diffusion import training_windows
 from synth.diffusion.checkpoint import load_training_state
 
+DEVICE = os.environ.get("ANOMALYFORGE_TEST_DEVICE", "cpu")  # e.g. cuda, to run the model tests on a GPU
 TINY_SCRATCH = dict(
     resolution=16, min_window=12, block_out_channels=(8, 16), batch_size=2, train_steps=3, num_inference_steps=2,
-    device="cpu",
+    device=DEVICE,
 )
 
 
@@ -248,7 +250,7 @@ def tiny_inpainting(tmp_path_factory) -> Path:
     return root / "pipeline"
 
 
-TINY_PRETRAINED = dict(resolution=32, min_window=16, batch_size=2, num_inference_steps=2, device="cpu")
+TINY_PRETRAINED = dict(resolution=32, min_window=16, batch_size=2, num_inference_steps=2, device=DEVICE)
 
 
 @pytest.mark.parametrize("lora_rank", [0, 4])

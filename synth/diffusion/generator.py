@@ -197,9 +197,9 @@ class DefectDiffusion(AnomalyGenerator):
     def _device(self) -> torch.device:
         if self.device:
             return torch.device(self.device)
-        from .trainer import make_accelerator
+        from accelerate import PartialState
 
-        return make_accelerator().device
+        return PartialState().device
 
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:

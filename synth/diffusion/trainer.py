@@ -64,8 +64,10 @@ def train(
     """
     from diffusers.optimization import get_scheduler
 
-    modules = accelerator.prepare(*run.modules)
-    modules = list(modules) if isinstance(modules, (list, tuple)) else [modules]
+    modules = []
+    for module in run.modules:  # frozen modules are only moved: DDP refuses a module with nothing to train
+        trainable = any(p.requires_grad for p in module.parameters())
+        modules.append(accelerator.prepare(module) if trainable else module.to(accelerator.device))
     optimizer = accelerator.prepare(run.optimizer)
     start, history = 0, []
     if checkpoint_dir is not None:
