@@ -173,6 +173,8 @@ class DefectDiffusion(AnomalyGenerator):
         seed = int(rng.integers(2**63))
         picture = crop(image, window, self.resolution)
         hole = crop_mask(mask, window, self.resolution)
+        if not hole.any():  # a hairline in a large window: paint every model pixel it touches
+            hole = crop(mask.astype(np.float32), window, self.resolution) > 0
         painted = self.paint(picture[None], hole[None], [defect], [seed])[0]
         if is_grey(image):  # a grey image gets a grey defect, not the model's colour noise
             painted = np.repeat(painted.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
