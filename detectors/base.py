@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from synth.saved import read_saved_config
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -155,14 +157,7 @@ class Detector(ABC):
     def load(cls, directory: str | Path, device: str | None = None) -> "Detector":
         """Rebuild a saved detector; on the base class, the saved kind picks the subclass."""
         directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{directory} holds no saved detector ({CONFIG_NAME} is missing)")
-        try:
-            saved = json.loads(config_path.read_text())
-            kind = saved["detector"]
-        except (json.JSONDecodeError, KeyError) as error:
-            raise ValueError(f"{config_path}: not a detector config ({error})") from None
+        saved, kind, config_path = read_saved_config(directory, CONFIG_NAME, "detector", "detector")
         klass = _REGISTRY.get(kind)
         if klass is None:
             raise ValueError(f"{config_path}: unknown detector {kind!r}; known: {sorted(_REGISTRY)}")

@@ -7,12 +7,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-
-def make_accelerator(device: str | None = None, mixed_precision: str = "no"):
-    """An ``accelerate.Accelerator``: CPU when ``device == "cpu"``, else what ``accelerate launch`` set up."""
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+from synth.saved import make_accelerator
 
 
 def rank_steps(steps: int, rank: int, world: int) -> range:

@@ -14,6 +14,12 @@ def write_images(folder: Path, images: list[np.ndarray], prefix: str) -> list[Pa
     return paths
 
 
+def write_rgb(path: Path, image: np.ndarray) -> None:
+    """Write an RGB image as PNG, making its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
 def textured(height: int, width: int, seed: int = 0, grey: bool = False) -> np.ndarray:
     """A busy test image: smooth gradients plus noise, so almost any change alters pixels."""
     rng = np.random.default_rng(seed)

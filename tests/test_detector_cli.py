@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 
 from anomalyforge.cli import main
-from conftest import smooth, with_defect
+from conftest import smooth, with_defect, write_rgb
 
 TINY = ["--size", "64", "--epochs", "3", "--set", "hidden=32", "cls_channels=8", "batch_size=8", "anomalies_per_image=2"]
-
-
-def write_rgb(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
 @pytest.fixture

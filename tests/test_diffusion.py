@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from anomalyforge.cli import main
-from conftest import smooth, textured, with_defect
+from conftest import smooth, textured, with_defect, write_rgb
 from synth import AnomalyTransform, DefectMaskSampler, build_generator
 from synth.diffusion import (
     DefectShot, PretrainedDefectDiffusion, ScratchDefectDiffusion, defect_window, load_defect_diffusion, paste,
@@ -305,11 +305,6 @@ def test_pretrained_backend_end_to_end(tiny_inpainting, tmp_path, lora_rank):
 
 
 # -- shots from an MVTec folder and the command line -------------------------------------------
-
-def write_rgb(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
 
 @pytest.fixture
 def category(tmp_path) -> Path:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from ..base import AnomalyGenerator, to_jsonable
 from ..defect_masks import MASK_MODES, DefectMaskSampler
+from ..saved import read_saved_config
 from .crops import crop, defect_window, paste
 from .shots import DefectShot, defect_types
 from .training_windows import TrainingWindows, crop_mask
@@ -107,6 +108,7 @@ class DefectDiffusion(AnomalyGenerator):
         self._defects: list[str] = []
         self._masks: dict[str, list[np.ndarray]] = {}
         self._state: dict[str, Any] = {}
+        self._pipeline = None  # the backend's diffusers pipeline, once fitted or loaded
 
     # -- fitting ------------------------------------------------------------------------------
     @property
@@ -182,12 +184,24 @@ class DefectDiffusion(AnomalyGenerator):
         params = {"defect": defect, "mask": mask_params, "window": list(window), "seed": seed}
         return out, mask.astype(np.float32), 1, params
 
-    @abstractmethod
+    @torch.no_grad()
     def paint(
         self, windows: np.ndarray, holes: np.ndarray, defects: Sequence[str], seeds: Sequence[int]
     ) -> np.ndarray:
         """Paint ``defects`` into the holes (BxSxS bool) of the windows (BxSxSx3 uint8); returns
         BxSxSx3 uint8. Sample ``i`` depends only on its inputs and ``seeds[i]``."""
+        pipeline = self._pipeline.to(self._device())
+        pipeline.set_progress_bar_config(disable=True)
+        return np.stack([
+            self._paint_one(pipeline, window, hole, defect, torch.Generator().manual_seed(int(seed)))
+            for window, hole, defect, seed in zip(windows, holes, defects, seeds)
+        ])
+
+    @abstractmethod
+    def _paint_one(
+        self, pipeline, window: np.ndarray, hole: np.ndarray, defect: str, generator: torch.Generator
+    ) -> np.ndarray:
+        """One window (SxSx3 uint8) painted by the backend's ``pipeline`` with noise from ``generator``."""
 
     @abstractmethod
     def _train(self, windows: TrainingWindows, progress: bool, checkpoint_dir: str | Path | None) -> list[float]:
@@ -224,22 +238,11 @@ class DefectDiffusion(AnomalyGenerator):
         """Load a saved generator; on the base class the saved backend picks the class.
         ``overrides`` replace constructor settings (e.g. ``defect``, ``num_inference_steps``)."""
         directory = Path(directory)
-        path = directory / CONFIG_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{directory} holds no saved diffusion generator ({CONFIG_NAME} is missing)")
-        try:
-            saved = json.loads(path.read_text())
-            kind = saved["backend"]
-        except (json.JSONDecodeError, KeyError) as error:
-            raise ValueError(f"{path}: not a diffusion generator config ({error})") from None
+        saved, kind, path = read_saved_config(directory, CONFIG_NAME, "backend", "diffusion generator")
         klass = _BACKENDS.get(kind)
         if klass is None or (cls is not DefectDiffusion and klass is not cls):
             raise ValueError(f"{path}: backend {kind!r} cannot be loaded by {cls.__name__} (known: {sorted(_BACKENDS)})")
-        config = dict(saved["config"]) | overrides
-        for key in ("mask_modes", "mask_scale", "block_out_channels"):
-            if isinstance(config.get(key), list):
-                config[key] = tuple(config[key])
-        generator = klass(**config)
+        generator = klass(**(dict(saved["config"]) | overrides))  # constructors turn JSON lists back into tuples
         generator._state = saved.get("state", {})
         generator._defects = list(generator._state.get("defects", []))
         try:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .generator import DefectDiffusion
-from .trainer import TrainingRun, make_accelerator, train
+from ..saved import make_accelerator
+from .trainer import TrainingRun, train
 from .training_windows import TrainingWindows
 
 EMBEDDINGS_DIR = "textual_inversion"
@@ -87,7 +88,6 @@ class PretrainedDefectDiffusion(DefectDiffusion):
         self.lora_learning_rate = lora_learning_rate
         self.mask_weight = mask_weight
         self.flip = flip
-        self._pipeline = None
 
     def token(self, defect: str) -> str:
         """The learned word of a defect type."""
@@ -204,27 +204,21 @@ class PretrainedDefectDiffusion(DefectDiffusion):
         self._pipeline = pipeline
         return history
 
-    @torch.no_grad()
-    def paint(self, windows: np.ndarray, holes: np.ndarray, defects: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+    def _paint_one(self, pipeline, window, hole, defect, generator) -> np.ndarray:
         from PIL import Image
 
-        pipeline = self._pipeline.to(self._device())
-        pipeline.set_progress_bar_config(disable=True)
-        out = []
-        for window, hole, defect, seed in zip(windows, holes, defects, seeds):
-            result = pipeline(
-                prompt=self.prompt.format(token=self.token(defect)),
-                image=Image.fromarray(window),
-                mask_image=Image.fromarray(np.where(hole, 255, 0).astype(np.uint8)),
-                height=self.resolution,
-                width=self.resolution,
-                num_inference_steps=self.num_inference_steps,
-                guidance_scale=self.guidance_scale,
-                generator=torch.Generator().manual_seed(int(seed)),
-                output_type="np",
-            ).images[0]
-            out.append(np.clip(np.rint(result * 255.0), 0, 255).astype(np.uint8))
-        return np.stack(out)
+        result = pipeline(
+            prompt=self.prompt.format(token=self.token(defect)),
+            image=Image.fromarray(window),
+            mask_image=Image.fromarray(np.where(hole, 255, 0).astype(np.uint8)),
+            height=self.resolution,
+            width=self.resolution,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            generator=generator,
+            output_type="np",
+        ).images[0]
+        return np.clip(np.rint(result * 255.0), 0, 255).astype(np.uint8)
 
     def _save_model(self, directory: Path) -> None:
         """Textual inversion files (one ``{token: embedding}`` safetensors per defect, as

@@ -13,7 +13,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from .generator import DefectDiffusion
 from .pipeline import MaskedDefectPipeline, unet_input
-from .trainer import TrainingRun, make_accelerator, train
+from ..saved import make_accelerator
+from .trainer import TrainingRun, train
 from .training_windows import TrainingWindows, to_tensor, to_uint8
 
 PIPELINE_DIR = "pipeline"
@@ -81,7 +82,6 @@ class ScratchDefectDiffusion(DefectDiffusion):
         self.normal_fraction = normal_fraction
         self.flip = flip
         self.ema_decay = ema_decay
-        self._pipeline: MaskedDefectPipeline | None = None
 
     def _model_config(self) -> dict[str, Any]:
         return {
@@ -154,23 +154,16 @@ class ScratchDefectDiffusion(DefectDiffusion):
         self._pipeline = MaskedDefectPipeline(unet.eval(), sampler)
         return history
 
-    @torch.no_grad()
-    def paint(self, windows: np.ndarray, holes: np.ndarray, defects: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-        pipeline = self._pipeline.to(self._device())
-        pipeline.set_progress_bar_config(disable=True)
-        out = []
-        for window, hole, defect, seed in zip(windows, holes, defects, seeds):
-            generator = torch.Generator().manual_seed(int(seed))
-            painted = pipeline(
-                to_tensor(window[None]),
-                torch.from_numpy(hole[None, None].astype(np.float32)),
-                torch.tensor([1 + self._defects.index(defect)]),
-                num_inference_steps=self.num_inference_steps,
-                guidance_scale=self.guidance_scale,
-                generator=generator,
-            )
-            out.append(to_uint8(painted)[0])
-        return np.stack(out)
+    def _paint_one(self, pipeline, window, hole, defect, generator) -> np.ndarray:
+        painted = pipeline(
+            to_tensor(window[None]),
+            torch.from_numpy(hole[None, None].astype(np.float32)),
+            torch.tensor([1 + self._defects.index(defect)]),
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            generator=generator,
+        )
+        return to_uint8(painted)[0]
 
     def _save_model(self, directory: Path) -> None:
         self._pipeline.save_pretrained(directory / PIPELINE_DIR)

@@ -17,13 +17,6 @@ from .checkpoint import load_training_state, save_training_state
 log = logging.getLogger(__name__)
 
 
-def make_accelerator(device: str | None = None, mixed_precision: str = "no"):
-    """CPU when ``device == "cpu"``, else what ``accelerate launch`` (or the lone GPU) provides."""
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
-
-
 @dataclass
 class TrainingRun:
     """What one training needs from its backend.
