@@ -135,13 +135,9 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import json
-    import time
-
     from detectors import detector_class
-    from detectors.data import (
-        generated_input_folder, guess_preset, is_generated_dataset, load_generated_anomalies, load_normals,
-    )
+    from detectors.data import generated_input_folder, guess_preset, is_generated_dataset
+    from detectors.run_folder import train_run
     from detectors.synthetic import synth_options_for
 
     data = Path(args.data)
@@ -167,31 +163,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset = guess_preset(normals_dir) if args.preset == "auto" else args.preset
         options.setdefault("synth_options", synth_options_for(preset, args.textures))
     detector = klass(**options)
-    normals = load_normals(normals_dir, args.size)
-    anomalies = load_generated_anomalies(anomalies_dir, args.size) if anomalies_dir else []
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    detector.fit(normals.images, anomalies, progress=not args.quiet)
-    train_s = time.perf_counter() - start
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes the run
+    info = train_run(detector, normals_dir, args.out, anomalies_dir, reference=not args.no_reference, progress=not args.quiet)
+    if info is None:  # under `accelerate launch`, one process writes the run
         return 0
-    detector.save(out / "model")
-    info = {
-        "detector": args.detector, "data": str(normals_dir), "anomalies": str(anomalies_dir) if anomalies_dir else None,
-        "n_normal": len(normals.images), "n_ready_anomalies": len(anomalies), "train_seconds": round(train_s, 1),
-        "skipped_files": normals.skipped, "config": detector.get_config(),
-    }
-    if args.detector != "knn" and not args.no_reference:
-        reference = detector_class("knn")(image_size=args.size, seed=options.get("seed", 0))
-        reference.fit(normals.images, progress=not args.quiet)
-        reference.save(out / "reference")
-        info["reference"] = "reference"
-    (out / "train.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    skipped = f"; {len(normals.skipped)} unreadable files skipped" if normals.skipped else ""
-    print(f"trained {args.detector} on {len(normals.images)} normal images in {train_s:.0f} s{skipped}; saved to {out / 'model'}")
+    skipped = f"; {len(info['skipped_files'])} unreadable files skipped" if info["skipped_files"] else ""
+    print(f"trained {args.detector} on {info['n_normal']} normal images in {info['train_seconds']:.0f} s{skipped}; "
+          f"saved to {Path(args.out) / 'model'}")
     return 0
 
 
@@ -315,19 +292,10 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
         return 0
     generator.save_pretrained(out)
     if args.preview:
-        import copy
-
-        import numpy as np
-
         from curate.preview import save_png, shots_sheet
+        from synth.diffusion import example_defects
 
-        samples = []
-        for defect in generator.defects:
-            painter = copy.copy(generator)  # shares the model; paints only this defect type
-            painter.defect = defect
-            for k in range(args.preview):
-                index = len(samples)
-                samples.append(painter(normals[index % len(normals)], np.random.default_rng([painter.seed, index])))
+        samples = example_defects(generator, normals, args.preview)
         print(f"preview sheet: {save_png(out / 'preview.png', shots_sheet(shots, samples, args.preview))}")
     counts = ", ".join(f"{d} {n}" for d, n in generator._state["shots"].items())
     skipped = f"; {len(bad)} unreadable files skipped" if bad else ""
@@ -342,6 +310,28 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     url = publish_dataset(args.dataset, args.repo, private=args.private, license=args.license)
     print(f"published {args.dataset} to {url}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from .pipeline import run_recipe
+    from .recipe import dump_recipe, load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    out = Path(args.out) if args.out else Path("runs") / recipe["name"]
+    if args.check:
+        print(dump_recipe(recipe), end="")
+        print(f"# recipe {args.recipe} is valid; it would run in {out}")
+        return 0
+    start = time.perf_counter()
+    result = run_recipe(recipe, out, source=str(args.recipe), progress=not args.quiet)
+    skipped = f" ({len(result.skipped)} steps done before, skipped)" if result.skipped else ""
+    print(f"run {recipe['name']} finished in {time.perf_counter() - start:.0f} s{skipped}: {result.root}")
+    if result.metrics:
+        print(f"metrics: {result.metrics}")
+    print(f"report: {result.report}")
     return 0
 
 
@@ -470,8 +460,22 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--license", default=None, help="license of the source images, for the dataset card")
     pub.set_defaults(func=cmd_publish)
 
-    demo = sub.add_parser("demo", help="the embedded demo: anomalies on bundled texture photos, with a preview sheet")
-    demo.add_argument("--out", default="runs/demo")
+    run = sub.add_parser(
+        "run", help="run a recipe: generate, curate with EAP, train a detector, evaluate, report (and publish)",
+        description="Run the whole pipeline from one YAML recipe (see recipes/). Every step's output goes into the run "
+        "folder with a report page; running again skips finished steps and resumes an interrupted run.",
+    )
+    run.add_argument("recipe", help="recipe YAML file, e.g. recipes/demo.yaml")
+    run.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
+    run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="override any recipe key, e.g. train.epochs=5 data.normals=path/to/images generate.n=200")
+    run.add_argument("--check", action="store_true", help="validate and print the resolved recipe; run nothing")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="a quick look: anomalies on the bundled texture photos and a preview sheet "
+                          "(the whole pipeline: anomalyforge run recipes/demo.yaml)")
+    demo.add_argument("--out", default="runs/quick-demo")
     demo.add_argument("--n", type=_positive, default=48)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=_positive, default=1)

@@ -10,14 +10,16 @@ DEMO_TEXTURES = ("brick", "grass", "gravel")
 
 
 def demo_images(tile: int = 256) -> dict[str, np.ndarray]:
-    """Four tiles per bundled texture photo (brick, grass, gravel), grey uint8, named by origin."""
+    """Each bundled texture photo (brick, grass, gravel; 512 x 512) cut into a grid of non-overlapping
+    ``tile`` x ``tile`` tiles, grey uint8, named by origin (four tiles per photo at the default size)."""
     import skimage.data
 
     images = {}
     for name in DEMO_TEXTURES:
         photo = np.ascontiguousarray(getattr(skimage.data, name)())
         h, w = photo.shape[:2]
-        for k, (y, x) in enumerate([(0, 0), (0, w - tile), (h - tile, 0), (h - tile, w - tile)]):
+        corners = [(y, x) for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)]
+        for k, (y, x) in enumerate(corners):
             images[f"{name}_{k}.png"] = photo[y : y + tile, x : x + tile]
     return images
 

@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Collection
 
 import cv2
 import numpy as np
@@ -63,10 +64,14 @@ class TestSet:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def load_test_set(folder: str | Path, size: int) -> TestSet:
-    """``test/<defect>/`` images with ``ground_truth`` masks; unreadable files are skipped and listed."""
+def load_test_set(folder: str | Path, size: int, exclude: Collection[str | Path] = ()) -> TestSet:
+    """``test/<defect>/`` images with ``ground_truth`` masks; unreadable files are skipped and listed.
+    Files in ``exclude`` (e.g. the real defects a few-shot generator learned from) are left out."""
     images, masks, labels, defects, paths, skipped = [], [], [], [], [], {}
+    left_out = {Path(p).resolve() for p in exclude}
     for item in mvtec_test_images(folder):
+        if left_out and Path(item.path).resolve() in left_out:
+            continue
         try:
             image = read_image(item.path)
             mask = read_mask(item.mask_path, image.shape[:2]) if item.mask_path else np.zeros(image.shape[:2], np.float32)

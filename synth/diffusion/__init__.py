@@ -1,7 +1,7 @@
 """Few-shot diffusion synthesis: learn a defect type from a few real examples and paint new ones."""
 
 from .crops import defect_window, paste
-from .generator import DefectDiffusion, load_defect_diffusion
+from .generator import DefectDiffusion, example_defects, load_defect_diffusion
 from .pipeline import MaskedDefectPipeline
 from .inpainting import PretrainedDefectDiffusion
 from .scratch import ScratchDefectDiffusion
@@ -9,5 +9,5 @@ from .shots import DefectShot, split_shots
 
 __all__ = [
     "DefectDiffusion", "DefectShot", "MaskedDefectPipeline", "PretrainedDefectDiffusion", "ScratchDefectDiffusion", "defect_window",
-    "load_defect_diffusion", "paste", "split_shots",
+    "example_defects", "load_defect_diffusion", "paste", "split_shots",
 ]

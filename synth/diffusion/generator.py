@@ -267,3 +267,18 @@ class DefectDiffusion(AnomalyGenerator):
 def load_defect_diffusion(directory: str | Path, **overrides: Any) -> DefectDiffusion:
     """Load any saved diffusion generator."""
     return DefectDiffusion.from_pretrained(directory, **overrides)
+
+
+def example_defects(generator: DefectDiffusion, normals: Sequence[np.ndarray], per_defect: int) -> list:
+    """``per_defect`` samples of every learned type, painted on the normals in turn (for preview
+    sheets); sample ``k`` is seeded by ``(generator.seed, k)``."""
+    import copy
+
+    samples = []
+    for defect in generator.defects:
+        painter = copy.copy(generator)  # shares the model; paints only this defect type
+        painter.defect = defect
+        for _ in range(per_defect):
+            index = len(samples)
+            samples.append(painter(normals[index % len(normals)], np.random.default_rng([painter.seed, index])))
+    return samples

@@ -1,0 +1,441 @@
+"""Running a recipe: normals -> (few-shot defects) -> generate -> EAP curation -> train -> evaluate ->
+report -> (publish), in one run folder.
+
+Each step records in ``manifest.json`` a fingerprint of the recipe keys it reads and of the steps
+before it. Running again skips a step whose fingerprint is unchanged and that finished; a step whose
+inputs changed (e.g. ``--set train.epochs=5``) is done again, with every step after it. A step that
+was interrupted resumes where its own work allows (generation and defect fitting continue from what
+they wrote; scoring reuses stored scores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from curate.manifest import write_atomic, write_json
+
+from .recipe import EMBEDDED, dump_recipe
+
+MANIFEST = "manifest.json"
+RECIPE = "recipe.yaml"
+METRICS = "metrics.json"
+EMBEDDED_TILE = 128  # the bundled photos cut into 48 tiles of 128 px
+
+
+@dataclass
+class Step:
+    """One pipeline step: what it reads (recipe keys, earlier steps), the folders it owns, its work."""
+
+    name: str
+    keys: tuple[str, ...]
+    after: tuple[str, ...]
+    folders: tuple[str, ...]
+    work: Callable[["RunContext"], dict[str, Any]]
+    wanted: Callable[["RunContext"], bool] = lambda ctx: True
+
+
+@dataclass
+class RunContext:
+    recipe: dict[str, Any]
+    root: Path
+    manifest: dict[str, Any]
+    progress: bool = True
+    echo: Callable[[str], None] = print
+
+    def outputs(self, step: str) -> dict[str, Any]:
+        """What an earlier step of this run folder produced ({} when it is off)."""
+        entry = self.manifest["steps"].get(step, {})
+        return entry.get("outputs", {}) if entry.get("status") == "done" else {}
+
+    @property
+    def seed(self) -> int:
+        return self.recipe["seed"]
+
+    @property
+    def train_dir(self) -> Path:
+        return Path(self.outputs("normals")["train"])
+
+    @property
+    def anomalies_dir(self) -> Path:
+        return Path((self.outputs("curate") or self.outputs("generate"))["dataset"])
+
+
+@dataclass
+class RunResult:
+    root: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    off: list[str] = field(default_factory=list)
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report" / "index.html"
+
+    @property
+    def metrics(self) -> Path | None:
+        path = self.root / METRICS
+        return path if path.exists() else None
+
+
+# -- steps ---------------------------------------------------------------------------------------
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.symlink(source.resolve(), target)
+    except OSError:  # no symlinks here: copy
+        shutil.copy2(source, target)
+
+
+def step_normals(ctx: RunContext) -> dict[str, Any]:
+    """The normal images: checked readable, split into training images and (when there is no real
+    test split) a held-out share for the synthetic check."""
+    from tqdm.auto import tqdm
+
+    from synth import ImageReadError, normal_image_paths, read_image
+
+    from .demo import write_demo_images
+
+    data = ctx.recipe["data"]
+    folder = ctx.root / "normals"
+    folder.mkdir(parents=True, exist_ok=True)
+    if data["normals"] == EMBEDDED:
+        source_root = folder / "embedded"
+        paths = write_demo_images(source_root, tile=EMBEDDED_TILE)
+    else:
+        source_root = Path(data["normals"])
+        paths = normal_image_paths(source_root)
+    readable, skipped = [], {}
+    for path in tqdm(paths, desc="check normals", unit="img", disable=not ctx.progress):
+        try:
+            read_image(path)
+            readable.append(path)
+        except ImageReadError as error:
+            skipped[str(path)] = str(error)
+            ctx.echo(f"  skipping unreadable image: {error}")
+    if len(readable) < 2:
+        raise ValueError(f"data.normals: {len(readable)} readable normal images in {source_root}; at least 2 are needed")
+    holdout = data["holdout"] if data["test"] is None and ctx.recipe["evaluate"]["enabled"] else 0.0
+    n_hold = min(len(readable) - 1, max(1, round(holdout * len(readable)))) if holdout > 0 else 0
+    order = np.random.default_rng([ctx.seed, 0x4E4F524D]).permutation(len(readable))
+    held = sorted(order[:n_hold].tolist())
+    train = [readable[i] for i in sorted(order[n_hold:].tolist())]
+    outputs: dict[str, Any] = {"source": str(source_root), "n_train": len(train), "n_holdout": n_hold,
+                               "skipped_files": skipped}
+    if not held and not skipped:
+        outputs.update(train=str(paths[0].parent if data["normals"] == EMBEDDED else source_root), holdout=None)
+        return outputs
+
+    for part in ("train", "holdout"):  # links of an interrupted attempt
+        shutil.rmtree(folder / part, ignore_errors=True)
+
+    def name(path: Path) -> str:
+        return path.relative_to(source_root).as_posix().replace("/", "__")
+
+    for path in train:
+        _link(path, folder / "train" / name(path))
+    for i in held:
+        _link(readable[i], folder / "holdout" / name(readable[i]))
+    outputs.update(train=str(folder / "train"), holdout=str(folder / "holdout") if held else None)
+    return outputs
+
+
+def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
+    """Learn the real defect types from a few shots with a diffusion model (few-shot recipes)."""
+    from curate.preview import save_png, shots_sheet
+    from synth import ImageFiles, normal_image_paths
+    from synth.diffusion import example_defects, split_shots
+
+    from .recipe import diffusion_class
+
+    fit = ctx.recipe["fit_defects"]
+    shots, held_out, bad = split_shots(fit["data"], fit["shots"], seed=ctx.seed, defects=fit["defects"])
+    if not shots:
+        raise ValueError(f"fit_defects.data: no readable defect shots in {fit['data']}")
+    options = {"seed": ctx.seed, **fit["options"]}
+    if ctx.recipe["data"]["preset"] == "object":
+        options.setdefault("background", "border")
+    generator = diffusion_class(fit["backend"])(**options)
+    normals = ImageFiles(normal_image_paths(ctx.train_dir))
+    out = ctx.root / "defects"
+    generator.fit(shots, normals, progress=ctx.progress, checkpoint_dir=out / "checkpoint")
+    generator.save_pretrained(out)
+    if fit["preview"]:
+        samples = example_defects(generator, normals, fit["preview"])
+        save_png(out / "preview.png", shots_sheet(shots, samples, fit["preview"]))
+    return {
+        "model": str(out), "defects": list(generator.defects), "shots": [str(s.source) for s in shots],
+        "n_held_out": len(held_out), "skipped_files": bad, "train_seconds": generator._state.get("train_seconds"),
+    }
+
+
+def build_mix(recipe: dict[str, Any], sources: Any, model: str | None = None):
+    """The recipe's weighted mix of generators (``model``: a diffusion model fitted in this run)."""
+    from synth import build_generator
+
+    generators = recipe["generate"]["generators"]
+    weights = {name: float(opts.get("weight", 1.0)) for name, opts in generators.items()}
+    options = {name: {k: v for k, v in opts.items() if k != "weight"} for name, opts in generators.items() if weights[name] > 0}
+    if "diffusion" in options and not options["diffusion"].get("model"):
+        options["diffusion"]["model"] = model
+    options["mix"] = {"p_unchanged": recipe["generate"]["p_unchanged"]}
+    return build_generator("mix", sources, options, {k: w for k, w in weights.items() if w > 0})
+
+
+def step_generate(ctx: RunContext) -> dict[str, Any]:
+    from curate.job import generate_dataset
+    from synth import ImageFiles, normal_image_paths
+
+    gen = ctx.recipe["generate"]
+    paths = normal_image_paths(ctx.train_dir)
+    generator = build_mix(ctx.recipe, ImageFiles(paths), ctx.outputs("fit_defects").get("model"))
+    out = ctx.root / "generated"
+    report = generate_dataset(
+        paths, generator, gen["n"], out, seed=ctx.seed, fmt=gen["format"], workers=gen["workers"], shard_size=gen["shard_size"],
+        input_root=ctx.train_dir, info={"license": ctx.recipe["data"]["license"]}, progress=ctx.progress,
+    )
+    made = report.written + report.already_done
+    if made == 0:
+        raise ValueError(f"generate: no sample could be made ({report.failed[:3]})")
+    return {"dataset": str(out), "samples": made, "failed": report.failed, "skipped_files": report.bad_files}
+
+
+SELECTION_KEYS = ("top_fraction", "threshold", "quotas", "min_pixels", "max_area", "duplicate_similarity")
+
+
+def step_curate(ctx: RunContext) -> dict[str, Any]:
+    from curate.curation import curate_dataset
+    from curate.scorer import EAPScorer
+    from curate.scoring import load_scores
+
+    cur = ctx.recipe["curate"]
+    scorer = EAPScorer(**{"seed": ctx.seed, **cur["scorer"]})
+    generated = Path(ctx.outputs("generate")["dataset"])
+    stored = load_scores(generated)
+    same_scorer = stored is not None and json.loads(json.dumps(stored.summary.get("scorer"))) == json.loads(
+        json.dumps(scorer.get_config())
+    )
+    shutil.rmtree(ctx.root / "curated", ignore_errors=True)  # what an interrupted attempt wrote
+    result = curate_dataset(
+        generated, ctx.root / "curated", {k: cur[k] for k in SELECTION_KEYS}, scorer=scorer, normals=ctx.train_dir,
+        rescore=not same_scorer, progress=ctx.progress,
+    )
+    return {
+        "dataset": str(result.out), "kept": len(result.selection.kept), "dropped": len(result.selection.dropped),
+        "dropped_by_reason": result.selection.reasons(), "report": str(result.report),
+    }
+
+
+def step_train(ctx: RunContext) -> dict[str, Any]:
+    from detectors import detector_class
+    from detectors.run_folder import train_run
+    from detectors.synthetic import synth_options_for
+
+    train = dict(ctx.recipe["train"])
+    kind, reference = train.pop("detector"), train.pop("reference")
+    options = {"seed": ctx.seed, **train}
+    if kind != "knn":
+        options.setdefault("synth", "none")  # the curated dataset is the training anomalies
+        textures = ctx.recipe["generate"]["generators"].get("draem", {}).get("texture_dir")
+        options.setdefault("synth_options", synth_options_for(ctx.recipe["data"]["preset"], textures))
+    detector = detector_class(kind)(**options)
+    anomalies = None if kind == "knn" else ctx.anomalies_dir
+    info = train_run(detector, ctx.train_dir, ctx.root / "detector", anomalies, reference=reference, progress=ctx.progress)
+    if info is None:
+        raise RuntimeError("recipes run in one process; use `anomalyforge train` under accelerate launch")
+    return {"checkpoint": str(ctx.root / "detector" / "model"), "n_normal": info["n_normal"],
+            "n_anomalies": info["n_ready_anomalies"], "train_seconds": info["train_seconds"],
+            "reference": str(ctx.root / "detector" / "reference") if "reference" in info else None}
+
+
+def holdout_test_set(ctx: RunContext, size: int):
+    """The synthetic check when the data has no real defects: the held-out normal images, and
+    anomalies the recipe's generators make on them (seeded apart from the training samples)."""
+    from detectors.data import TestSet, load_normals, resize_mask
+    from detectors.features import resize_image
+    from synth import ImageFiles, normal_image_paths, read_image
+
+    normals = load_normals(ctx.outputs("normals")["holdout"], size)
+    generator = build_mix(ctx.recipe, ImageFiles(normal_image_paths(ctx.train_dir)), ctx.outputs("fit_defects").get("model"))
+    images, masks, labels, defects, paths = [], [], [], [], []
+    for i, path in enumerate(normals.paths):
+        images.append(normals.images[i])
+        masks.append(np.zeros((size, size), np.uint8))
+        labels.append(0)
+        defects.append("good")
+        paths.append(path)
+        original = read_image(path)
+        for k in range(ctx.recipe["evaluate"]["holdout_anomalies"]):
+            sample = generator(original, np.random.default_rng([ctx.seed, 0x484F4C44, i, k]))
+            mask = resize_mask((sample.mask >= 0.5).astype(np.float32), size)
+            if not sample.is_anomalous or mask.max() == 0:
+                continue
+            images.append(resize_image(sample.image, size))
+            masks.append(mask)
+            labels.append(1)
+            defects.append(sample.generator)
+            paths.append(Path(f"{Path(path).stem}_{sample.generator}_{k}.png"))
+    return TestSet(images, masks, np.array(labels), defects, paths, normals.skipped)
+
+
+def step_evaluate(ctx: RunContext) -> dict[str, Any]:
+    from detectors import load_detector
+    from detectors.data import load_test_set
+    from detectors.evaluation import evaluate, summary_line
+
+    trained = ctx.outputs("train")
+    detector = load_detector(trained["checkpoint"])
+    reference = load_detector(trained["reference"]) if trained.get("reference") else None
+    test_folder = ctx.recipe["data"]["test"]
+    if test_folder:
+        shots = ctx.outputs("fit_defects").get("shots", [])
+        test = load_test_set(test_folder, detector.image_size, exclude=shots)
+        kind = "real test split" + (f" (the {len(shots)} few-shot defects left out)" if shots else "")
+    else:
+        test = holdout_test_set(ctx, detector.image_size)
+        kind = "synthetic hold-out check"
+    report = evaluate(detector, test, ctx.root / "eval", reference=reference, overlays=ctx.recipe["evaluate"]["overlays"],
+                      progress=ctx.progress)
+    report = {"evaluation": kind, "test_data": test_folder or ctx.outputs("normals")["holdout"], **report}
+    write_json(ctx.root / METRICS, report)
+    ctx.echo(f"  {summary_line(report)}")
+    return {"metrics": str(ctx.root / METRICS), "evaluation": kind, "n_test": report["n_test"],
+            "image_auroc": report["metrics"]["image_auroc"]}
+
+
+def step_report(ctx: RunContext) -> dict[str, Any]:
+    from .run_report import write_run_report
+
+    return {"report": str(write_run_report(ctx))}
+
+
+def step_publish(ctx: RunContext) -> dict[str, Any]:
+    from curate.publish import publish_dataset
+
+    publish = ctx.recipe["publish"]
+    url = publish_dataset(ctx.anomalies_dir, publish["repo"], private=publish["private"],
+                          license=publish["license"] or ctx.recipe["data"]["license"])
+    return {"url": url}
+
+
+STEPS = (
+    Step("normals", ("seed", "data.normals", "data.holdout", "data.test", "evaluate.enabled"), (), ("normals",), step_normals),
+    Step("fit_defects", ("seed", "fit_defects", "data.preset"), ("normals",), ("defects",), step_fit_defects,
+         lambda ctx: ctx.recipe["fit_defects"]["enabled"]),
+    Step("generate", ("seed", "generate.n", "generate.format", "generate.shard_size", "generate.p_unchanged", "generate.generators",
+                      "data.license"),
+         ("normals", "fit_defects"), ("generated",), step_generate),
+    Step("curate", ("seed", "curate"), ("generate",), ("curated",), step_curate, lambda ctx: ctx.recipe["curate"]["enabled"]),
+    Step("train", ("seed", "train", "data.preset"), ("curate", "generate"), ("detector",), step_train),
+    Step("evaluate", ("seed", "evaluate", "data.test"), ("train", "fit_defects"), ("eval", METRICS), step_evaluate,
+         lambda ctx: ctx.recipe["evaluate"]["enabled"] and bool(ctx.recipe["data"]["test"] or ctx.outputs("normals").get("holdout"))),
+    Step("report", ("name",), ("normals", "fit_defects", "generate", "curate", "train", "evaluate"), ("report",), step_report),
+    Step("publish", ("publish", "data.license"), ("curate", "generate"), (), step_publish,
+         lambda ctx: ctx.recipe["publish"]["repo"] is not None),
+)
+
+
+# -- running -------------------------------------------------------------------------------------
+def _lookup(recipe: dict[str, Any], dotted: str) -> Any:
+    node: Any = recipe
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def fingerprint(step: Step, recipe: dict[str, Any], prints: dict[str, str | None]) -> str:
+    """A hash of the recipe keys a step reads and of the fingerprints of the steps before it."""
+    content = {"keys": {k: _lookup(recipe, k) for k in step.keys}, "after": {s: prints.get(s) for s in step.after}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def open_run_folder(root: Path, recipe: dict[str, Any], source: str) -> dict[str, Any]:
+    """The run folder's manifest (a new one for a new folder); refuses a folder that is not a run."""
+    from . import __version__
+
+    path = root / MANIFEST
+    if path.exists():
+        manifest = json.loads(path.read_text())
+    elif root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"run folder {root} is not empty and holds no anomalyforge run; choose a new --out")
+    else:
+        manifest = {"name": recipe["name"], "steps": {}, "runs": []}
+    manifest.update(anomalyforge=__version__, recipe=RECIPE, source=source)
+    return manifest
+
+
+def run_recipe(
+    recipe: dict[str, Any],
+    out: str | Path,
+    source: str = "<recipe>",
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Run a validated recipe (:func:`~anomalyforge.recipe.load_recipe`) in the run folder ``out``:
+    finished steps with unchanged inputs are skipped, the rest run in order."""
+    root = Path(out).resolve()  # the manifest's paths stay valid from any working folder
+    manifest = open_run_folder(root, recipe, source)
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(root / RECIPE, dump_recipe(recipe).encode())
+    ctx = RunContext(recipe, root, manifest, progress, echo)
+    result = RunResult(root)
+    invocation = {"started": _now(), "ran": result.ran, "skipped": result.skipped}
+    manifest["runs"].append(invocation)
+    prints: dict[str, str | None] = {}
+
+    def save() -> None:
+        write_json(root / MANIFEST, manifest)
+
+    for number, step in enumerate(STEPS, 1):
+        label = f"[{number}/{len(STEPS)}] {step.name}"
+        if not step.wanted(ctx):
+            prints[step.name] = None
+            manifest["steps"][step.name] = {"status": "off"}
+            result.off.append(step.name)
+            continue
+        prints[step.name] = fingerprint(step, recipe, prints)
+        entry = manifest["steps"].get(step.name, {})
+        owned = [root / f for f in step.folders]
+        if entry.get("status") == "done" and entry.get("fingerprint") == prints[step.name] and all(p.exists() for p in owned):
+            echo(f"{label}: done before, skipped")
+            result.skipped.append(step.name)
+            continue
+        if entry.get("fingerprint") != prints[step.name]:
+            for path in owned:  # its inputs changed: start this step afresh
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        resuming = entry.get("status") in ("running", "interrupted") and entry.get("fingerprint") == prints[step.name]
+        echo(f"{label}{' (resuming)' if resuming else ''}")
+        entry = manifest["steps"][step.name] = {"status": "running", "fingerprint": prints[step.name], "started": _now()}
+        save()
+        start = time.perf_counter()
+        try:
+            entry["outputs"] = step.work(ctx)
+        except KeyboardInterrupt:
+            entry["status"] = "interrupted"
+            invocation["finished"] = _now()
+            save()
+            raise
+        except Exception as error:
+            entry.update(status="failed", error=f"{type(error).__name__}: {error}")
+            invocation["finished"] = _now()
+            save()
+            raise
+        entry.update(status="done", seconds=round(time.perf_counter() - start, 1), finished=_now())
+        result.ran.append(step.name)
+        save()
+    invocation["finished"] = _now()
+    save()
+    return result

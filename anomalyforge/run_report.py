@@ -1,0 +1,260 @@
+"""The run report: one static HTML page (``report/index.html``, pictures beside it) that shows what a
+recipe run made and how the detector did, to be opened from disk in any browser."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from curate.manifest import write_atomic
+
+if TYPE_CHECKING:
+    from .pipeline import RunContext
+
+METRIC_NAMES = {
+    "image_auroc": "image AUROC", "image_ap": "image AP", "image_f1_max": "image F1-max",
+    "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP", "au_pro": "AU-PRO (FPR ≤ 0.3)",
+}
+SHEET_SAMPLES = 8
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.6em 0 1.2em}td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"
+    "th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}"
+    ".note{background:#fff6d6;border-left:4px solid #e0b000;padding:.5em 1em}.better{color:#06772f}.worse{color:#b00020}"
+    "code{background:#f3f3f3;padding:1px 4px}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"
+)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and np.isfinite(value) else html.escape(str(value if value is not None else "–"))
+
+
+def _link(target: Path, report_dir: Path, text: str | None = None) -> str:
+    try:
+        href = Path("..") / target.relative_to(report_dir.parent)
+    except ValueError:
+        href = target
+    return f"<a href='{html.escape(href.as_posix())}'>{html.escape(text or target.name)}</a>"
+
+
+def generator_sheets(ctx: RunContext, out_dir: Path) -> list[tuple[str, Path, int]]:
+    """Per generator, a sheet of samples spread over its EAP ranking (best first), each captioned with
+    its EAP and whether curation kept it; without scores, the first samples."""
+    from curate.dataset_reader import read_generated
+    from curate.preview import contact_sheet, mask_overlay, save_png
+    from curate.scoring import load_scores
+
+    generated = Path(ctx.outputs("generate")["dataset"])
+    scored = load_scores(generated) if ctx.outputs("curate") else None
+    eap = {c.index: c.eap for c in scored.candidates} if scored else {}
+    kept: set[int] = set()
+    dropped: dict[str, str] = {}
+    if ctx.outputs("curate"):
+        selection = json.loads((Path(ctx.outputs("curate")["dataset"]) / "selection.json").read_text())
+        kept = set(selection["kept_origin_indices"])
+        dropped = selection["dropped_samples"]
+    from curate.manifest import Manifest
+
+    records = Manifest(generated).load()
+    by_generator: dict[str, list[int]] = {}
+    for index, record in sorted(records.items()):
+        by_generator.setdefault(record["generator"], []).append(index)
+    picks: dict[str, list[int]] = {}
+    for name, indices in by_generator.items():
+        if eap:
+            indices = sorted(indices, key=lambda i: (-np.nan_to_num(eap.get(i, np.nan), nan=-1.0), i))
+        spots = np.unique(np.linspace(0, len(indices) - 1, min(SHEET_SAMPLES, len(indices))).round().astype(int))
+        picks[name] = [indices[s] for s in spots]
+    wanted = {i for group in picks.values() for i in group}
+    images: dict[int, list[np.ndarray]] = {}
+    for sample in read_generated(generated, errors={}):
+        index = sample.record["index"]
+        if index in wanted:
+            images[index] = [sample.image, mask_overlay(sample.image, sample.mask)]
+    sheets = []
+    for name, group in sorted(picks.items()):
+        panels = []
+        for index in group:
+            if index not in images:
+                continue
+            caption = f"#{index}"
+            if index in eap:
+                caption += f" EAP {eap[index]:.2f}" if np.isfinite(eap[index]) else " no EAP"
+            if ctx.outputs("curate"):
+                caption += " kept" if index in kept else f" {dropped.get(str(index), 'dropped').split(':')[0]}"
+            panels.append((images[index], caption))
+        if panels:
+            sheets.append((name, save_png(out_dir / f"samples_{name}.png", contact_sheet(panels, columns=4, tile=128)),
+                           len(by_generator[name])))
+    return sheets
+
+
+def _metrics_section(metrics: dict[str, Any]) -> list[str]:
+    m = metrics["metrics"]
+    ref = metrics.get("reference", {}).get("metrics")
+    parts = [f"<h2>Detection: {html.escape(metrics['evaluation'])}</h2>"]
+    if metrics["evaluation"].startswith("synthetic"):
+        parts.append(
+            "<p class='note'>This data has no real defect images, so these figures come from held-out normal "
+            "images and anomalies the recipe's generators made on them. They show that the pipeline works end to "
+            "end; they do <b>not</b> say how the detector does on real defects. Point <code>data.test</code> at "
+            "an MVTec-layout folder with real defects for that.</p>"
+        )
+    parts.append(f"<p>{metrics['n_test']} test images ({metrics['n_anomalous']} anomalous) from "
+                 f"<code>{html.escape(str(metrics['test_data']))}</code>.</p>")
+    rows = []
+    for key, label in METRIC_NAMES.items():
+        if key not in m:
+            continue
+        row = [label, _number(m[key])]
+        if ref:
+            diff = m[key] - ref[key]
+            klass = "better" if diff > 0.005 else "worse" if diff < -0.005 else ""
+            row += [_number(ref[key]), f"<span class='{klass}'>{diff:+.3f}</span>"]
+        rows.append(row)
+    header = ["metric", f"{metrics['detector']} (trained on the synthetic anomalies)"]
+    if ref:
+        header += [f"{metrics['reference']['detector']} reference (normal images only)", "difference"]
+    parts.append(_table(rows, header))
+    per = m.get("image_auroc_per_defect") or {}
+    if per:
+        ref_per = (ref or {}).get("image_auroc_per_defect") or {}
+        rows = [[html.escape(d), _number(v)] + ([_number(ref_per.get(d))] if ref else []) for d, v in sorted(per.items())]
+        parts += ["<h3>Image AUROC per defect type (against the good images)</h3>",
+                  _table(rows, ["defect type", metrics["detector"]] + (["reference"] if ref else []))]
+    return parts
+
+
+def write_run_report(ctx: RunContext) -> Path:
+    """Write ``report/index.html`` for the run folder of ``ctx``."""
+    from curate.report import eap_histogram
+    from curate.scoring import load_scores
+
+    out_dir = ctx.root / "report"
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    recipe = ctx.recipe
+    title = f"anomalyforge run: {recipe['name']}"
+    normals = ctx.outputs("normals")
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+        f"<p>Run folder <code>{html.escape(str(ctx.root.resolve()))}</code> · "
+        f"{_link(ctx.root / 'recipe.yaml', out_dir, 'resolved recipe')} · {_link(ctx.root / 'manifest.json', out_dir, 'manifest')}"
+        + (f" · {_link(ctx.root / 'metrics.json', out_dir, 'metrics.json')}" if ctx.outputs("evaluate") else "") + "</p>",
+    ]
+
+    # pipeline summary
+    rows = []
+    for name, entry in ctx.manifest["steps"].items():
+        if name == "report":
+            continue
+        status = entry.get("status", "")
+        seconds = entry.get("seconds")
+        rows.append([html.escape(name), html.escape(status), "–" if seconds is None else f"{seconds:.1f}"])
+    parts += ["<h2>Pipeline</h2>", _table(rows, ["step", "status", "seconds (when it ran)"])]
+    source = "the embedded demo tiles (scikit-image texture photos)" if recipe["data"]["normals"] == "embedded" else recipe["data"]["normals"]
+    parts.append(
+        f"<p>Normal images: {normals['n_train']} for training from <code>{html.escape(str(source))}</code>"
+        + (f", {normals['n_holdout']} held out for the synthetic check" if normals.get("n_holdout") else "")
+        + (f"; {len(normals['skipped_files'])} unreadable files skipped" if normals.get("skipped_files") else "")
+        + f". Preset: {html.escape(recipe['data']['preset'])}. Seed: {recipe['seed']}.</p>"
+    )
+
+    fit = ctx.outputs("fit_defects")
+    if fit:
+        preview = Path(fit["model"]) / "preview.png"
+        if preview.exists():
+            shutil.copy2(preview, out_dir / "defects.png")
+        parts += [
+            "<h2>Few-shot defects</h2>",
+            f"<p>A diffusion model learned {len(fit['defects'])} defect types ({html.escape(', '.join(fit['defects']))}) "
+            f"from {len(fit['shots'])} real defects; these images are left out of the evaluation.</p>",
+        ]
+        if (out_dir / "defects.png").exists():
+            parts.append("<p>Each row: the real shots of a type, then defects the model painted.</p>"
+                         "<img src='defects.png' alt='real shots and generated defects'>")
+
+    generated, curated = ctx.outputs("generate"), ctx.outputs("curate")
+    weights = ", ".join(f"{name} {opts.get('weight', 1.0):g}" for name, opts in recipe["generate"]["generators"].items())
+    parts += [
+        "<h2>Synthetic anomalies</h2>",
+        f"<p>{generated['samples']} samples from a weighted mix ({html.escape(weights)}) in "
+        f"{_link(Path(generated['dataset']), out_dir, 'generated/')}"
+        + (f"; {len(generated['failed'])} samples failed" if generated.get("failed") else "") + ".</p>",
+    ]
+    parts.append("<p>Each cell: the anomalous image and its mask (red)"
+                 + (", captioned with its EAP and whether curation kept it. Samples are spread over the generator's "
+                    "EAP ranking, best first." if curated else ".") + "</p>")
+    for name, sheet, count in generator_sheets(ctx, out_dir):
+        parts += [f"<h3>{html.escape(name)} ({count} samples)</h3>",
+                  f"<img src='{sheet.name}' alt='{html.escape(name)} samples: image and mask overlay'>"]
+
+    if curated:
+        scored = load_scores(generated["dataset"])
+        selection = json.loads((Path(curated["dataset"]) / "selection.json").read_text())
+        threshold = recipe["curate"]["threshold"]
+        kept_eap = [c.eap for c in scored.candidates if c.index in set(selection["kept_origin_indices"])]
+        if threshold is None and recipe["curate"]["top_fraction"] and kept_eap:
+            threshold = float(np.min(kept_eap))
+        eap_histogram(scored.candidates, out_dir / "eap_hist.png", threshold)
+        kept = set(selection["kept_origin_indices"])
+        rows = []
+        for name, stats in sorted(scored.summary["by_generator"].items()):
+            members = [c for c in scored.candidates if c.generator == name]
+            rows.append([html.escape(name), stats["count"], _number(stats.get("mean")), _number(stats.get("median")),
+                         sum(c.index in kept for c in members)])
+        reasons = [[html.escape(k), v] for k, v in sorted(curated["dropped_by_reason"].items())]
+        parts += [
+            "<h2>EAP curation</h2>",
+            "<p>Expected Anomaly Posterior: high when a detector fitted on the normal images surely calls the sample "
+            "anomalous while it stays near the normal data.</p>",
+            _table(rows, ["generator", "samples", "mean EAP", "median EAP", "kept"]),
+            "<img src='eap_hist.png' alt='EAP histograms per generator'>",
+            f"<p>Kept {curated['kept']} of {curated['kept'] + curated['dropped']} samples in "
+            f"{_link(Path(curated['dataset']), out_dir, 'curated/')}"
+            + (" (red line: the lowest EAP kept)." if threshold is not None else ".") + "</p>",
+            _table(reasons or [["none dropped", 0]], ["dropped because", "samples"]),
+        ]
+
+    trained = ctx.outputs("train")
+    if trained:
+        parts += [
+            "<h2>Detector</h2>",
+            f"<p>{html.escape(recipe['train']['detector'])} detector trained on {trained['n_normal']} normal images and "
+            f"{trained['n_anomalies']} synthetic anomalies in {trained['train_seconds']:.0f} s; checkpoint "
+            f"{_link(Path(trained['checkpoint']), out_dir, 'detector/model/')} (safetensors + JSON config)"
+            + (f", normal-only reference {_link(Path(trained['reference']), out_dir, 'detector/reference/')}" if trained.get("reference") else "")
+            + ".</p>",
+        ]
+
+    if ctx.outputs("evaluate"):
+        metrics = json.loads((ctx.root / "metrics.json").read_text())
+        parts += _metrics_section(metrics)
+        overlays = ctx.root / "eval" / "overlays.png"
+        if overlays.exists():
+            shutil.copy2(overlays, out_dir / "overlays.png")
+            parts += ["<h3>Heat maps</h3>",
+                      "<p>The highest- and lowest-scored test images: image, true defect mask (red), detector heat map. "
+                      "Captions: defect type and image score.</p>", "<img src='overlays.png' alt='heat-map overlays'>"]
+    elif trained:
+        parts.append("<h2>Detection</h2><p>Not evaluated: no test data (set <code>data.test</code> or "
+                     "<code>data.holdout</code>).</p>")
+
+    parts.append("</body></html>")
+    path = out_dir / "index.html"
+    write_atomic(path, "\n".join(parts).encode("utf-8"))
+    return path

@@ -1,0 +1,49 @@
+"""A detector run folder: the trained detector (``model/``), the normal-only kNN reference
+(``reference/``) and ``train.json``, as ``anomalyforge train`` and recipes write them."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import Detector, detector_class
+from .data import load_generated_anomalies, load_normals
+
+
+def train_run(
+    detector: Detector,
+    normals_dir: str | Path,
+    out: str | Path,
+    anomalies_dir: str | Path | None = None,
+    reference: bool = True,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Fit ``detector`` on the normal images (plus the anomalies of a generated dataset), fit the kNN
+    reference on the same normals, and save both into ``out``; returns what ``train.json`` holds (None
+    in the non-main processes of an ``accelerate launch``, which write nothing)."""
+    from accelerate import PartialState
+
+    normals = load_normals(normals_dir, detector.image_size)
+    anomalies = load_generated_anomalies(anomalies_dir, detector.image_size) if anomalies_dir else []
+    out = Path(out)
+    start = time.perf_counter()
+    detector.fit(normals.images, anomalies, progress=progress)
+    train_s = time.perf_counter() - start
+    if not PartialState().is_main_process:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    detector.save(out / "model")
+    info: dict[str, Any] = {
+        "detector": detector.kind, "data": str(normals_dir), "anomalies": str(anomalies_dir) if anomalies_dir else None,
+        "n_normal": len(normals.images), "n_ready_anomalies": len(anomalies), "train_seconds": round(train_s, 1),
+        "skipped_files": normals.skipped, "config": detector.get_config(),
+    }
+    if reference and detector.kind != "knn":
+        knn = detector_class("knn")(image_size=detector.image_size, seed=detector.seed, device=detector.device)
+        knn.fit(normals.images, progress=progress)
+        knn.save(out / "reference")
+        info["reference"] = "reference"
+    (out / "train.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return info
