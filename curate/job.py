@@ -56,9 +56,10 @@ class _Context:
 _CONTEXT: _Context | None = None
 
 
-def _init_worker(context: _Context) -> None:
+def _init_worker(context: _Context, single_thread: bool = True) -> None:
     global _CONTEXT
-    cv2.setNumThreads(1)
+    if single_thread:
+        cv2.setNumThreads(1)
     _CONTEXT = context
 
 
@@ -103,15 +104,23 @@ def _ordered_results(indices: list[int], workers: int, context: _Context) -> Ite
             yield _make(index)
         return
     # fork: workers start at once with the parent's imports; spawn where fork does not exist
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(context,)) as pool:
-        pending: deque = deque()
-        for index in indices:
-            pending.append(pool.apply_async(_make, (index,)))
-            if len(pending) >= 4 * workers:
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # A forked child must not call cv2.setNumThreads once the parent has used OpenCV's thread pool
+    # (it hangs); the parent drops to one thread before forking and the children inherit that.
+    threads = cv2.getNumThreads()
+    if method == "fork":
+        cv2.setNumThreads(1)
+    try:
+        with mp.get_context(method).Pool(workers, initializer=_init_worker, initargs=(context, method != "fork")) as pool:
+            pending: deque = deque()
+            for index in indices:
+                pending.append(pool.apply_async(_make, (index,)))
+                if len(pending) >= 4 * workers:
+                    yield pending.popleft().get()
+            while pending:
                 yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    finally:
+        cv2.setNumThreads(threads)
 
 
 @dataclass

@@ -149,3 +149,25 @@ def test_refuses_an_output_folder_of_another_run(tmp_path, normals):
     (tmp_path / "other" / "file.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not empty"):
         generate_dataset(normals, CutPaste(), 3, tmp_path / "other", progress=False)
+
+
+def test_workers_start_after_the_parent_used_opencv_threads(tmp_path, normals):
+    """Forked workers used to hang when the parent had used OpenCV's thread pool (e.g. after reading
+    images); the job runs in a child process here so that a hang fails the test instead of the run."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, cv2, numpy as np\n"
+        "from curate import generate_dataset\nfrom synth import CutPaste\n"
+        "cv2.setNumThreads(2)\n"
+        "big = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)\n"
+        "cv2.GaussianBlur(big, (0, 0), 5); cv2.resize(big, (300, 300))\n"
+        "paths = sys.argv[2:]\n"
+        "report = generate_dataset(paths, CutPaste(), 6, sys.argv[1], workers=2, progress=False)\n"
+        "print('written', report.written)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out"), *map(str, normals)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "written 6" in done.stdout
