@@ -124,7 +124,8 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
             klass = "better" if diff > 0.005 else "worse" if diff < -0.005 else ""
             row += [_number(ref[key]), f"<span class='{klass}'>{diff:+.3f}</span>"]
         rows.append(row)
-    header = ["metric", f"{metrics['detector']} (trained on the synthetic anomalies)"]
+    trained_on = "normal images only" if metrics["detector"] == "knn" else "trained on the synthetic anomalies"
+    header = ["metric", f"{metrics['detector']} ({trained_on})"]
     if ref:
         header += [f"{metrics['reference']['detector']} reference (normal images only)", "difference"]
     parts.append(_table(rows, header))

@@ -260,3 +260,40 @@ def test_steps_read_what_their_fingerprints_cover():
     """Every recipe section is read by some step, so a change anywhere re-runs what depends on it."""
     covered = {key.split(".")[0] for step in STEPS for key in step.keys}
     assert covered >= {"seed", "data", "fit_defects", "generate", "curate", "train", "evaluate", "publish"}
+
+
+def test_few_shot_recipe_learns_defects_leaves_the_shots_out_and_publishes(category, tmp_path, monkeypatch):
+    import curate.publish
+
+    published = {}
+
+    def fake_publish(folder, repo_id, private=False, license=None, **kwargs):
+        published.update(folder=Path(folder), repo=repo_id, private=private, license=license)
+        return f"https://huggingface.co/datasets/{repo_id}"
+
+    monkeypatch.setattr(curate.publish, "publish_dataset", fake_publish)
+    tiny_scratch = {"resolution": 16, "min_window": 12, "block_out_channels": [8, 16], "batch_size": 2, "train_steps": 3,
+                    "num_inference_steps": 2, "checkpoint_every": 2}
+    recipe = tiny_recipe(
+        category,
+        fit_defects={"enabled": True, "shots": 1, "preview": 1, "options": tiny_scratch},
+        generate={"n": 8, "generators": {"cutpaste": {"weight": 1}, "diffusion": {"weight": 3}}},
+        curate={"top_fraction": 1.0},
+        data={"license": "CC-BY-4.0"},
+        publish={"repo": "someone/tiny-defects", "private": True},
+    )
+    run = run_recipe(load_recipe(write_recipe(tmp_path / "few.yaml", recipe)), tmp_path / "run", progress=False,
+                     echo=lambda _: None)
+    manifest = json.loads((run.root / "manifest.json").read_text())
+    fitted = manifest["steps"]["fit_defects"]["outputs"]
+    assert fitted["defects"] == ["dent"] and len(fitted["shots"]) == 1
+    assert (run.root / "defects" / "generator.json").is_file()
+    generators = {json.loads(line)["generator"] for line in (run.root / "generated" / "manifest.jsonl").read_text().splitlines()}
+    assert "diffusion" in generators
+    metrics = json.loads(run.metrics.read_text())
+    assert metrics["n_test"] == 5 and metrics["n_anomalous"] == 2  # the shot is not a test image
+    assert "few-shot defects left out" in metrics["evaluation"]
+    page = run.report.read_text()
+    assert "<img src='defects.png'" in page and (run.root / "report" / "defects.png").is_file()
+    assert published == {"folder": run.root / "curated", "repo": "someone/tiny-defects", "private": True, "license": "CC-BY-4.0"}
+    assert manifest["steps"]["publish"]["outputs"]["url"].endswith("someone/tiny-defects")
