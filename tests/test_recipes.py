@@ -62,6 +62,7 @@ def recipe_file(tmp_path, category):
 @pytest.mark.parametrize("override, message", [
     ("trian.epochs=5", "trian: unknown key"),
     ("train.epoch=5", "train.epoch: unknown key"),
+    ("curate.top=0.3", "curate.top: unknown key; known keys of curate: enabled, top_fraction"),
     ("train.epochs=five", "train.epochs: expected an integer, got 'five'"),
     ("train.detector=svm", "train.detector: expected one of 'feature', 'draem', 'knn'"),
     ("data.normals=/no/such/folder", "data.normals: path /no/such/folder does not exist"),
