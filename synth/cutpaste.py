@@ -7,7 +7,7 @@ along image columns and height along rows, also on non-square images.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import albumentations as A
 import cv2

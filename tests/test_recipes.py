@@ -11,7 +11,7 @@ from conftest import smooth, with_defect, write_images
 
 from anomalyforge.cli import main
 from anomalyforge.pipeline import STEPS, run_recipe
-from anomalyforge.recipe import RecipeError, conform, load_recipe
+from anomalyforge.recipe import conform, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
