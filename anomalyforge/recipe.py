@@ -462,14 +462,13 @@ def _validate_generate(check: _Checker, recipe: dict[str, Any]) -> None:
 
 
 def preset_options(name: str, preset: str) -> dict[str, Any]:
-    """Generator options a preset implies: on an object, anomalies stay on the object."""
-    on_object = "border" if preset == "object" else None
-    return {
-        "cutpaste": {"variant": "union", "background": on_object},
-        "nsa": {"preset": preset},
-        "draem": {"background": on_object},
-        "diffusion": {"background": on_object},
-    }[name]
+    """Generator options a preset implies (the detectors' on-the-fly generators use the same): on an
+    object, anomalies stay on the object."""
+    from detectors.synthetic import synth_options_for
+
+    if name == "diffusion":
+        return {"background": "border" if preset == "object" else None}
+    return synth_options_for(preset)[name]
 
 
 def _validate_curate(check: _Checker, recipe: dict[str, Any]) -> None:

@@ -32,9 +32,10 @@ STYLE = (
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """Cells here already hold escaped text or markup."""
+    from curate.report import html_table
+
+    return html_table(rows, header, escape=False)
 
 
 def _number(value: Any) -> str:
@@ -49,27 +50,20 @@ def _link(target: Path, report_dir: Path, text: str | None = None) -> str:
     return f"<a href='{html.escape(href.as_posix())}'>{html.escape(text or target.name)}</a>"
 
 
-def generator_sheets(ctx: RunContext, out_dir: Path) -> list[tuple[str, Path, int]]:
+def generator_sheets(
+    generated: Path, out_dir: Path, eap: dict[int, float], selection: dict[str, Any] | None
+) -> list[tuple[str, Path, int]]:
     """Per generator, a sheet of samples spread over its EAP ranking (best first), each captioned with
-    its EAP and whether curation kept it; without scores, the first samples."""
+    its EAP and, after curation (``selection``: its ``selection.json``), whether it was kept; without
+    scores, samples spread over the generator's indices."""
     from curate.dataset_reader import read_generated
-    from curate.preview import contact_sheet, mask_overlay, save_png
-    from curate.scoring import load_scores
-
-    generated = Path(ctx.outputs("generate")["dataset"])
-    scored = load_scores(generated) if ctx.outputs("curate") else None
-    eap = {c.index: c.eap for c in scored.candidates} if scored else {}
-    kept: set[int] = set()
-    dropped: dict[str, str] = {}
-    if ctx.outputs("curate"):
-        selection = json.loads((Path(ctx.outputs("curate")["dataset"]) / "selection.json").read_text())
-        kept = set(selection["kept_origin_indices"])
-        dropped = selection["dropped_samples"]
     from curate.manifest import Manifest
+    from curate.preview import contact_sheet, mask_overlay, save_png
 
-    records = Manifest(generated).load()
+    kept = set(selection["kept_origin_indices"]) if selection else set()
+    dropped = selection["dropped_samples"] if selection else {}
     by_generator: dict[str, list[int]] = {}
-    for index, record in sorted(records.items()):
+    for index, record in sorted(Manifest(generated).load().items()):
         by_generator.setdefault(record["generator"], []).append(index)
     picks: dict[str, list[int]] = {}
     for name, indices in by_generator.items():
@@ -78,11 +72,10 @@ def generator_sheets(ctx: RunContext, out_dir: Path) -> list[tuple[str, Path, in
         spots = np.unique(np.linspace(0, len(indices) - 1, min(SHEET_SAMPLES, len(indices))).round().astype(int))
         picks[name] = [indices[s] for s in spots]
     wanted = {i for group in picks.values() for i in group}
-    images: dict[int, list[np.ndarray]] = {}
-    for sample in read_generated(generated, errors={}):
-        index = sample.record["index"]
-        if index in wanted:
-            images[index] = [sample.image, mask_overlay(sample.image, sample.mask)]
+    images = {
+        sample.record["index"]: [sample.image, mask_overlay(sample.image, sample.mask)]
+        for sample in read_generated(generated, errors={}, indices=wanted)
+    }
     sheets = []
     for name, group in sorted(picks.items()):
         panels = []
@@ -92,7 +85,7 @@ def generator_sheets(ctx: RunContext, out_dir: Path) -> list[tuple[str, Path, in
             caption = f"#{index}"
             if index in eap:
                 caption += f" EAP {eap[index]:.2f}" if np.isfinite(eap[index]) else " no EAP"
-            if ctx.outputs("curate"):
+            if selection:
                 caption += " kept" if index in kept else f" {dropped.get(str(index), 'dropped').split(':')[0]}"
             panels.append((images[index], caption))
         if panels:
@@ -140,6 +133,7 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
 
 def write_run_report(ctx: RunContext) -> Path:
     """Write ``report/index.html`` for the run folder of ``ctx``."""
+    from curate.curation import drawn_threshold
     from curate.report import eap_histogram
     from curate.scoring import load_scores
 
@@ -200,19 +194,19 @@ def write_run_report(ctx: RunContext) -> Path:
     parts.append("<p>Each cell: the anomalous image and its mask (red)"
                  + (", captioned with its EAP and whether curation kept it. Samples are spread over the generator's "
                     "EAP ranking, best first." if curated else ".") + "</p>")
-    for name, sheet, count in generator_sheets(ctx, out_dir):
+    scored = selection = None
+    if curated:
+        scored = load_scores(generated["dataset"])
+        selection = json.loads((Path(curated["dataset"]) / "selection.json").read_text())
+    eap = {c.index: c.eap for c in scored.candidates} if scored else {}
+    for name, sheet, count in generator_sheets(Path(generated["dataset"]), out_dir, eap, selection):
         parts += [f"<h3>{html.escape(name)} ({count} samples)</h3>",
                   f"<img src='{sheet.name}' alt='{html.escape(name)} samples: image and mask overlay'>"]
 
     if curated:
-        scored = load_scores(generated["dataset"])
-        selection = json.loads((Path(curated["dataset"]) / "selection.json").read_text())
-        threshold = recipe["curate"]["threshold"]
-        kept_eap = [c.eap for c in scored.candidates if c.index in set(selection["kept_origin_indices"])]
-        if threshold is None and recipe["curate"]["top_fraction"] and kept_eap:
-            threshold = float(np.min(kept_eap))
-        eap_histogram(scored.candidates, out_dir / "eap_hist.png", threshold)
         kept = set(selection["kept_origin_indices"])
+        threshold = drawn_threshold(selection["options"], [eap[i] for i in kept])
+        eap_histogram(scored.candidates, out_dir / "eap_hist.png", threshold)
         rows = []
         for name, stats in sorted(scored.summary["by_generator"].items()):
             members = [c for c in scored.candidates if c.generator == name]
@@ -227,7 +221,7 @@ def write_run_report(ctx: RunContext) -> Path:
             "<img src='eap_hist.png' alt='EAP histograms per generator'>",
             f"<p>Kept {curated['kept']} of {curated['kept'] + curated['dropped']} samples in "
             f"{_link(Path(curated['dataset']), out_dir, 'curated/')}"
-            + (" (red line: the lowest EAP kept)." if threshold is not None else ".") + "</p>",
+            + (" (red line: the EAP cut-off)." if threshold is not None else ".") + "</p>",
             _table(reasons or [["none dropped", 0]], ["dropped because", "samples"]),
         ]
 

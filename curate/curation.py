@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -29,6 +29,15 @@ class CurationReport:
     selection: Selection
     report: Path
     scored_now: bool
+
+
+def drawn_threshold(options: Mapping[str, Any], kept_eap: Sequence[float]) -> float | None:
+    """The EAP cut-off to draw on the histograms: the selection's threshold, or with a top fraction
+    the lowest EAP kept."""
+    threshold = options.get("threshold")
+    if threshold is None and options.get("top_fraction") and len(kept_eap):
+        threshold = float(np.min(kept_eap))
+    return threshold
 
 
 def curate_dataset(
@@ -68,10 +77,8 @@ def curate_dataset(
     kept_candidates = []
     with writer:
         bar = tqdm(total=len(chosen.kept), desc="write curated", unit="img", disable=not progress)
-        for sample in read_generated(source, errors={}):
+        for sample in read_generated(source, errors={}, indices=new_index):
             old = sample.record["index"]
-            if old not in new_index:
-                continue
             record, candidate = sample.record, by_index[old]
             writer.write(EncodedSample(
                 index=new_index[old], seed=record["seed"], source=record["source"], generator=record["generator"],
@@ -98,9 +105,7 @@ def curate_dataset(
         "dropped_samples": {str(k): v for k, v in sorted(chosen.dropped.items())},
     }
     write_json(out / SELECTION_FILE, details, default=str)
-    threshold = options.get("threshold")
-    if threshold is None and options.get("top_fraction"):
-        threshold = float(np.min([by_index[i].eap for i in chosen.kept]))
+    threshold = drawn_threshold(options, [by_index[i].eap for i in chosen.kept])
     report = write_report(source, scored.candidates, scored.summary, out / "report", title="EAP curation report",
                           selection=chosen, threshold=threshold)
     return CurationReport(out, chosen, report, scored_now)

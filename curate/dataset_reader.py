@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import cv2
 import numpy as np
@@ -46,13 +46,20 @@ def dataset_format(root: str | Path) -> str:
     raise FileNotFoundError(f"{root} is not a dataset written by anomalyforge generate (no manifest.jsonl)")
 
 
-def read_generated(root: str | Path, limit: int | None = None, errors: dict[int, str] | None = None) -> Iterator[GeneratedSample]:
-    """Samples of a generated dataset in index order, decoded one at a time. A sample whose files are
-    missing or corrupt raises an error naming the file, or, when an ``errors`` dict is given, is
-    recorded there (index -> message) and skipped."""
+def read_generated(
+    root: str | Path,
+    limit: int | None = None,
+    errors: dict[int, str] | None = None,
+    indices: Collection[int] | None = None,
+) -> Iterator[GeneratedSample]:
+    """Samples of a generated dataset in index order, decoded one at a time (only those in ``indices``
+    when it is given; the others are not decoded). A sample whose files are missing or corrupt raises
+    an error naming the file, or, when an ``errors`` dict is given, is recorded there (index ->
+    message) and skipped."""
     root = Path(root)
     fmt = dataset_format(root)
     count = 0
+    wanted = None if indices is None else set(indices)
 
     def failed(index: int, message: str) -> None:
         if errors is None:
@@ -61,6 +68,8 @@ def read_generated(root: str | Path, limit: int | None = None, errors: dict[int,
 
     if fmt == "mvtec":
         for index, record in sorted(Manifest(root).load().items()):
+            if wanted is not None and index not in wanted:
+                continue
             try:
                 image = _decode_file(root / record["image"], grey=False)
                 if record.get("mask"):
@@ -81,6 +90,8 @@ def read_generated(root: str | Path, limit: int | None = None, errors: dict[int,
         for group in range(parquet.num_row_groups):
             for row in parquet.read_row_group(group).to_pylist():
                 index = int(row["image"]["path"].split(".")[0])
+                if wanted is not None and index not in wanted:
+                    continue
                 record = records.get(index) or {
                     "index": index, "seed": row["seed"], "source": row["source"], "generator": row["generator"],
                     "label": row["label"], "params": json.loads(row["params"]),

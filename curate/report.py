@@ -48,10 +48,8 @@ def ranked_sheets(dataset: str | Path, candidates: list[Candidate], out_dir: Pat
     picks = {"best": scored[:n], "worst": scored[::-1][:n]}
     wanted = {c.index for group in picks.values() for c in group}
     panels: dict[int, tuple[list[np.ndarray], str]] = {}
-    for sample in read_generated(dataset, errors={}):
-        index = sample.record["index"]
-        if index in wanted:
-            panels[index] = ([sample.image, mask_overlay(sample.image, sample.mask)], "")
+    for sample in read_generated(dataset, errors={}, indices=wanted):
+        panels[sample.record["index"]] = ([sample.image, mask_overlay(sample.image, sample.mask)], "")
     out = {}
     for name, group in picks.items():
         cells = [(panels[c.index][0], f"#{c.index} {c.generator} EAP {c.eap:.3f}") for c in group if c.index in panels]
@@ -60,9 +58,11 @@ def ranked_sheets(dataset: str | Path, candidates: list[Candidate], out_dir: Pat
     return out
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
+def html_table(rows: list[list[Any]], header: list[str], escape: bool = True) -> str:
+    """An HTML table; cells are escaped unless ``escape`` is False (cells that already hold markup)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    cell = (lambda v: html.escape(str(v))) if escape else str
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -92,7 +92,7 @@ def write_report(
         f"<p>Dataset: <code>{html.escape(str(dataset))}</code>. Higher EAP: a detector fitted on the normal images "
         "surely calls the sample anomalous while it stays near the normal data (Expected Anomaly Posterior).</p>",
         "<h2>EAP per generator</h2>",
-        _table(rows, ["generator", "samples", "scored", "mean", "q25", "median", "q75"]),
+        html_table(rows, ["generator", "samples", "scored", "mean", "q25", "median", "q75"]),
         "<img src='eap_hist.png' alt='EAP histograms per generator'>",
     ]
     if selection is not None:
@@ -100,14 +100,14 @@ def write_report(
         reasons = sorted(selection.reasons().items())
         parts += [
             "<h2>Selection</h2>", f"<p>Kept {kept} of {kept + len(selection.dropped)} samples.</p>",
-            _table([[reason, count] for reason, count in reasons] or [["none dropped", 0]], ["dropped because", "samples"]),
+            html_table([[reason, count] for reason, count in reasons] or [["none dropped", 0]], ["dropped because", "samples"]),
         ]
     for name, label in (("best", "Highest EAP"), ("worst", "Lowest EAP")):
         if name in sheets:
             parts += [f"<h2>{label}</h2>", f"<img src='{name}.png' alt='{label} samples'>"]
     unreadable = summary.get("unreadable_samples") or {}
     if unreadable:
-        parts += ["<h2>Unreadable samples (skipped)</h2>", _table([[k, v] for k, v in unreadable.items()], ["sample", "problem"])]
+        parts += ["<h2>Unreadable samples (skipped)</h2>", html_table([[k, v] for k, v in unreadable.items()], ["sample", "problem"])]
     parts.append("</body></html>")
     path = out_dir / "report.html"
     write_atomic(path, "\n".join(parts).encode("utf-8"))
