@@ -158,6 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     options["image_size"] = args.size
+    options["aspect"] = args.aspect
     if args.detector != "knn":
         options.setdefault("synth", args.synth if args.synth is not None else ("none" if anomalies_dir else "draem,nsa,cutpaste"))
         preset = guess_preset(normals_dir) if args.preset == "auto" else args.preset
@@ -167,7 +168,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if info is None:  # under `accelerate launch`, one process writes the run
         return 0
     skipped = f"; {len(info['skipped_files'])} unreadable files skipped" if info["skipped_files"] else ""
-    print(f"trained {args.detector} on {info['n_normal']} normal images in {info['train_seconds']:.0f} s{skipped}; "
+    reference = f"; kNN reference in {info['reference_train_seconds']:.0f} s" if "reference_train_seconds" in info else ""
+    fusion = info.get("fusion", {}).get("chosen")
+    weights = f"; head weight {fusion['map']:g} (map), {fusion['image']:g} (image score)" if fusion else ""
+    print(f"trained {args.detector} on {info['n_normal']} normal images in {info['train_seconds']:.0f} s{skipped}{reference}{weights}; "
           f"saved to {Path(args.out) / 'model'}")
     return 0
 
@@ -183,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     reference = None
     if not args.no_reference and (run / "reference" / "config.json").is_file():
         reference = load_detector(run / "reference", device=args.device)
-    test = load_test_set(args.data, detector.image_size)
+    test = load_test_set(args.data, detector.input_shape)
     out = Path(args.out) if args.out else run / "eval"
     report = evaluate(detector, test, out, reference=reference, overlays=args.overlays, progress=not args.quiet)
     print(summary_line(report))
@@ -376,15 +380,19 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a detector on normal images and synthetic anomalies")
     train.add_argument("--data", required=True,
                        help="MVTec category (uses train/good), folder of normal images, or a dataset written by generate")
-    train.add_argument("--detector", choices=["feature", "draem", "knn"], default="feature",
-                       help="feature: feature-space discriminator (CPU default); draem; knn: normal-only reference")
+    train.add_argument("--detector", choices=["hybrid", "feature", "draem", "knn"], default="hybrid",
+                       help="hybrid (default): normal memory + head trained on synthetic anomalies, fused; "
+                            "feature: feature-space discriminator alone; draem; knn: normal-only reference")
     train.add_argument("--synth", default=None,
                        help="generators for training anomalies, e.g. draem,nsa,cutpaste or draem=2,nsa=1; none")
     train.add_argument("--anomalies", default=None, help="also train on the anomalies of a dataset written by generate")
     train.add_argument("--normals", default=None, help="normal images, when --data is a generated dataset whose input moved")
     train.add_argument("--out", required=True, help="run folder: model/, reference/, train.json")
     train.add_argument("--epochs", type=_positive, default=None)
-    train.add_argument("--size", type=_positive, default=256, help="image size the detector works at (default 256)")
+    train.add_argument("--size", type=_positive, default=256,
+                       help="short side of the detector's input (default 256); the long side follows the images' aspect")
+    train.add_argument("--aspect", choices=["auto", "square"], default="auto",
+                       help="auto: keep the training images' aspect ratio (default); square: resize to size x size")
     train.add_argument("--preset", choices=["auto", "object", "texture"], default="auto",
                        help="where anomalies go; auto: object when the image border is uniform")
     train.add_argument("--textures", default=None, help="DRAEM anomaly source textures (default: bundled)")

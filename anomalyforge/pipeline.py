@@ -257,29 +257,29 @@ def step_train(ctx: RunContext) -> dict[str, Any]:
             "reference": str(ctx.root / "detector" / "reference") if "reference" in info else None}
 
 
-def holdout_test_set(ctx: RunContext, size: int):
+def holdout_test_set(ctx: RunContext, shape: tuple[int, int]):
     """The synthetic check when the data has no real defects: the held-out normal images, and
     anomalies the recipe's generators make on them (seeded apart from the training samples)."""
-    from detectors.data import TestSet, load_normals, resize_mask
-    from detectors.features import resize_image
+    from detectors.data import TestSet, load_normals
+    from detectors.sizing import resize_mask_to, resize_to
     from synth import ImageFiles, normal_image_paths, read_image
 
-    normals = load_normals(ctx.outputs("normals")["holdout"], size)
+    normals = load_normals(ctx.outputs("normals")["holdout"], shape)
     generator = build_mix(ctx.recipe, ImageFiles(normal_image_paths(ctx.train_dir)), ctx.outputs("fit_defects").get("model"))
     images, masks, labels, defects, paths = [], [], [], [], []
     for i, path in enumerate(normals.paths):
         images.append(normals.images[i])
-        masks.append(np.zeros((size, size), np.uint8))
+        masks.append(np.zeros(shape, np.uint8))
         labels.append(0)
         defects.append("good")
         paths.append(path)
         original = read_image(path)
         for k in range(ctx.recipe["evaluate"]["holdout_anomalies"]):
             sample = generator(original, np.random.default_rng([ctx.seed, 0x484F4C44, i, k]))
-            mask = resize_mask((sample.mask >= 0.5).astype(np.float32), size)
+            mask = resize_mask_to((sample.mask >= 0.5).astype(np.float32), shape)
             if not sample.is_anomalous or mask.max() == 0:
                 continue
-            images.append(resize_image(sample.image, size))
+            images.append(resize_to(sample.image, shape))
             masks.append(mask)
             labels.append(1)
             defects.append(sample.generator)
@@ -298,10 +298,10 @@ def step_evaluate(ctx: RunContext) -> dict[str, Any]:
     test_folder = ctx.recipe["data"]["test"]
     if test_folder:
         shots = ctx.outputs("fit_defects").get("shots", [])
-        test = load_test_set(test_folder, detector.image_size, exclude=shots)
+        test = load_test_set(test_folder, detector.input_shape, exclude=shots)
         kind = "real test split" + (f" (the {len(shots)} few-shot defects left out)" if shots else "")
     else:
-        test = holdout_test_set(ctx, detector.image_size)
+        test = holdout_test_set(ctx, detector.input_shape)
         kind = "synthetic hold-out check"
     report = evaluate(detector, test, ctx.root / "eval", reference=reference, overlays=ctx.recipe["evaluate"]["overlays"],
                       progress=ctx.progress)

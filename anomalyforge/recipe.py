@@ -62,7 +62,7 @@ SCHEMA: dict[str, Any] = {
         "scorer": (dict, {}),
     },
     "train": {
-        "detector": (Literal["feature", "draem", "knn"], "feature"),
+        "detector": (Literal["hybrid", "feature", "draem", "knn"], "hybrid"),
         "reference": (bool, True),
     },
     "evaluate": {

@@ -33,27 +33,28 @@ from detectors import FeatureDiscriminator  # noqa: E402
 from detectors.base import Anomaly  # noqa: E402
 from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.features import resize_image  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
+from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.synthetic import make_generator, synth_options_for  # noqa: E402
 from synth import DRAEM, TextureSource  # noqa: E402
 from synth.perlin import perlin_mask  # noqa: E402
 
 
-def perlin(size: int, rng: np.random.Generator) -> np.ndarray:
+def perlin(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """A non-empty DRAEM-style Perlin mask."""
     for _ in range(20):
-        mask, _ = perlin_mask((size, size), rng)
+        mask, _ = perlin_mask(shape, rng)
         if mask.sum() >= 16:
             return mask.astype(np.float32)
     return mask.astype(np.float32)
 
 
 def auxiliary_set(
-    normals: list[np.ndarray], n: int, preset: str, textures: str | None, noise_textures: str | None, size: int, seed: int
+    normals: list[np.ndarray], n: int, preset: str, textures: str | None, noise_textures: str | None, seed: int
 ):
     """(image, mask, part, generator) tuples: n // 3 good, polluted and noise samples each."""
     rng = np.random.default_rng(seed)
+    shape = normals[0].shape[:2]
     good_gen = make_generator("draem,nsa,cutpaste", synth_options_for(preset, textures), normals)
     faint = DRAEM(texture_dir=textures, opacity=(0.02, 0.05))
     noise_source = TextureSource(noise_textures)
@@ -67,7 +68,7 @@ def auxiliary_set(
     for i in range(third):
         image = normals[int(rng.integers(len(normals)))]
         if i % 2 == 0:
-            out.append((image, perlin(size, rng), "polluted", "normal-labelled-anomalous"))
+            out.append((image, perlin(shape, rng), "polluted", "normal-labelled-anomalous"))
         else:
             sample = faint(image, rng)
             out.append((sample.image, sample.mask, "polluted", "faint-draem"))
@@ -78,7 +79,7 @@ def auxiliary_set(
         y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
         patch = texture[y : y + crop, x : x + crop]
         patch = cv2.cvtColor(patch, cv2.COLOR_GRAY2RGB) if patch.ndim == 2 else patch
-        out.append((resize_image(patch, size), perlin(size, rng), "noise", "texture-photo"))
+        out.append((resize_to(patch, shape), perlin(shape, rng), "noise", "texture-photo"))
     return out
 
 
@@ -88,7 +89,7 @@ def downstream(normals, test, scores, anomalies, options: dict) -> dict:
     random_half = np.sort(np.random.default_rng(0).permutation(len(order))[:half])
     results = {}
     for name, chosen in (("top half", order[:half]), ("bottom half", order[-half:]), ("random half", random_half)):
-        detector = FeatureDiscriminator(synth="none", image_size=test.images[0].shape[0], **options)
+        detector = FeatureDiscriminator(synth="none", image_size=min(test.images[0].shape[:2]), **options)
         start = time.perf_counter()
         detector.fit(normals, [anomalies[i] for i in chosen], progress=False)
         train_s = time.perf_counter() - start
@@ -112,16 +113,16 @@ def main() -> None:
                         help="texture photos for the noise part (default: ../shared/data/textures/brodatz)")
     parser.add_argument("--n", type=int, default=600, help="auxiliary set size (three equal parts)")
     parser.add_argument("--downstream-n", type=int, default=600, help="generated set split in halves by EAP; 0 skips")
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=256, help="short side of the input (the size rule)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scorer", nargs="*", default=[], metavar="KEY=VALUE", help="EAPScorer options, e.g. k=5")
     parser.add_argument("--detector", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. epochs=8")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    normals = load_normals(args.category, args.size).images
+    normals = load_normals(args.category, SizeRule(args.size)).images
     preset = guess_preset(args.category)
-    aux = auxiliary_set(normals, args.n, preset, args.textures, args.noise_textures, args.size, args.seed)
+    aux = auxiliary_set(normals, args.n, preset, args.textures, args.noise_textures, args.seed)
     scorer = EAPScorer(image_size=args.size, seed=args.seed, **parse_overrides(args.scorer))
     start = time.perf_counter()
     scorer.fit(normals, progress=False)
@@ -154,7 +155,7 @@ def main() -> None:
         start = time.perf_counter()
         generated_scores = scorer.score([a.image for a in anomalies], [a.mask for a in anomalies])
         print(f"downstream: {len(anomalies)} generated anomalies scored in {time.perf_counter() - start:.1f} s")
-        test = load_test_set(args.category, args.size)
+        test = load_test_set(args.category, normals[0].shape[:2])
         result["downstream"] = downstream(normals, test, generated_scores, anomalies, parse_overrides(args.detector))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,10 +1,14 @@
-"""Detection benchmark: the normal-only kNN reference against detectors trained on synthetic anomalies
-only (no real defect is used in training), on MVTec-layout categories.
+"""Detection benchmark: the normal-only kNN reference against detectors trained with synthetic anomalies
+(no real defect is used in training), on MVTec-layout categories.
 
-    python benchmarks/detection.py ../shared/data/magnetic_tile ../shared/data/hazelnut_toy
+    python benchmarks/detection.py                      # every category in ../shared/data, 3 seeds
+    python benchmarks/detection.py ../shared/data/screw --detectors knn,hybrid,feature --seeds 0
 
-Prints, per category and detector: image AUROC / AP / F1-max, pixel AUROC / AP, AU-PRO, training wall
-time and inference milliseconds per image (batched, and one image at a time); writes JSON with --json.
+Each detector is trained the way ``anomalyforge train`` trains it (its defaults, the size rule, the
+category's preset) and scored on the category's real test split. Prints one table: per category and
+detector, image AUROC, pixel AUROC, pixel AP, AU-PRO (mean over the seeds for the trained detectors;
+the kNN reference does not depend on a seed beyond its coreset's start), training wall time, and
+inference milliseconds per image (batched; and one image at a time). ``--json`` writes every run.
 """
 
 from __future__ import annotations
@@ -22,17 +26,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anomalyforge.cli import parse_overrides  # noqa: E402
 from detectors import detector_class  # noqa: E402
-from detectors.data import load_normals, load_test_set  # noqa: E402
+from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
+from detectors.sizing import SizeRule  # noqa: E402
 from detectors.synthetic import synth_options_for  # noqa: E402
 
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_CATEGORIES = ("magnetic_tile", "hazelnut_toy", "screw", "ball_screw")
+METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
 
-def run(category: Path, kind: str, size: int, options: dict, preset: str) -> dict:
-    normals = load_normals(category, size)
-    test = load_test_set(category, size)
+
+def run(category: Path, kind: str, seed: int, options: dict, preset: str) -> dict:
     if kind != "knn" and "synth_options" not in options:
         options = {**options, "synth_options": synth_options_for(preset)}
-    detector = detector_class(kind)(image_size=size, **options)
+    detector = detector_class(kind)(seed=seed, **options)
+    normals = load_normals(category, detector.size_rule)
+    test = load_test_set(category, normals.shape)
     start = time.perf_counter()
     detector.fit(normals.images, progress=False)
     train_s = time.perf_counter() - start
@@ -47,43 +56,78 @@ def run(category: Path, kind: str, size: int, options: dict, preset: str) -> dic
     metrics = metrics_for(prediction, test)
     per_defect = {k: round(v, 4) for k, v in metrics.pop("image_auroc_per_defect").items()}
     return {
-        "category": category.name, "detector": kind, "n_train": len(normals.images), "n_test": len(test.images),
-        **{k: round(v, 4) for k, v in metrics.items()}, "image_auroc_per_defect": per_defect,
-        "train_s": round(train_s, 1), "infer_ms_batched": round(batched_ms, 1),
+        "category": category.name, "detector": kind, "seed": seed, "n_train": len(normals.images), "n_test": len(test.images),
+        "input_shape": list(detector.input_shape), **{k: round(v, 4) for k, v in metrics.items()},
+        "image_auroc_per_defect": per_defect, "train_s": round(train_s, 1), "infer_ms_batched": round(batched_ms, 1),
         "infer_ms_single": round(float(np.median(singles)), 1), "threads": torch.get_num_threads(),
-        "config": detector.get_config(),
+        "fusion": detector.state.get("fusion"), "config": detector.get_config(),
     }
+
+
+def table(results: list[dict]) -> str:
+    """Mean (and spread over seeds) per category and detector."""
+    lines = [
+        f"{'category':>14} {'detector':>8} {'seeds':>5} {'image AUROC':>13} {'pixel AUROC':>13} {'pixel AP':>13}"
+        f" {'AU-PRO':>13} {'train s':>8} {'ms/img':>7} {'single':>7}"
+    ]
+    keys = sorted({(r["category"], r["detector"]) for r in results}, key=lambda k: (k[0], k[1] != "knn", k[1]))
+    for category, kind in keys:
+        runs = [r for r in results if r["category"] == category and r["detector"] == kind]
+        cells = []
+        for metric in METRICS:
+            values = np.array([r[metric] for r in runs])
+            cells.append(f"{values.mean():.3f}" + (f"±{values.std():.3f}" if len(values) > 1 else "      "))
+        lines.append(
+            f"{category:>14} {kind:>8} {len(runs):>5} " + " ".join(f"{c:>13}" for c in cells)
+            + f" {np.mean([r['train_s'] for r in runs]):>8.0f} {np.mean([r['infer_ms_batched'] for r in runs]):>7.0f}"
+            + f" {np.mean([r['infer_ms_single'] for r in runs]):>7.0f}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("categories", nargs="+", type=Path)
-    parser.add_argument("--detectors", default="knn,feature")
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("categories", nargs="*", type=Path,
+                        help=f"MVTec-layout category folders (default: {', '.join(DEFAULT_CATEGORIES)} in {SHARED})")
+    parser.add_argument("--detectors", default="knn,hybrid")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds for the trained detectors (the kNN reference runs seed 0)")
+    parser.add_argument("--size", type=int, default=256, help="short side of the input (the size rule)")
+    parser.add_argument("--aspect", default="auto", choices=["auto", "square"])
     parser.add_argument("--preset", default="auto", choices=["auto", "object", "texture"],
                         help="synthetic anomalies for objects or textures; auto: object when the border is uniform")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. epochs=5")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="trained detectors' options, e.g. epochs=5")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from detectors.data import guess_preset
+    categories = args.categories or [SHARED / name for name in DEFAULT_CATEGORIES]
+    missing = [str(c) for c in categories if not (c / "test").is_dir()]
+    if missing:
+        parser.error(f"not MVTec-layout categories (no test/ folder): {', '.join(missing)}")
+    SizeRule(args.size, args.aspect)  # a bad size fails here, before any training
 
     results = []
-    for category in args.categories:
+    for category in categories:
         preset = guess_preset(category) if args.preset == "auto" else args.preset
         for kind in args.detectors.split(","):
-            options = parse_overrides(args.set) if kind != "knn" else {}
-            result = run(category, kind, args.size, options, preset)
-            result["preset"] = preset
-            results.append(result)
-            print(
-                f"{result['category']:>14} {kind:>8}  image AUROC {result['image_auroc']:.3f}  AP {result['image_ap']:.3f}"
-                f"  F1 {result['image_f1_max']:.3f}  pixel AUROC {result['pixel_auroc']:.3f}  pixel AP {result['pixel_ap']:.3f}"
-                f"  AU-PRO {result['au_pro']:.3f}  train {result['train_s']:.0f} s  infer {result['infer_ms_batched']:.0f} ms/img"
-                f" (single {result['infer_ms_single']:.0f} ms)  per defect {result['image_auroc_per_defect']}",
-                flush=True,
-            )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+            seeds = [0] if kind == "knn" else [int(s) for s in args.seeds.split(",")]
+            for seed in seeds:
+                options = {"image_size": args.size, "aspect": args.aspect}
+                if kind != "knn":
+                    options.update(parse_overrides(args.set))
+                result = run(category, kind, seed, options, preset)
+                result["preset"] = preset
+                results.append(result)
+                print(
+                    f"{result['category']:>14} {kind:>8} seed {seed}  image AUROC {result['image_auroc']:.3f}"
+                    f"  pixel AUROC {result['pixel_auroc']:.3f}  pixel AP {result['pixel_ap']:.3f}  AU-PRO {result['au_pro']:.3f}"
+                    f"  train {result['train_s']:.0f} s  infer {result['infer_ms_batched']:.0f} ms/img"
+                    f" (single {result['infer_ms_single']:.0f} ms)  input {result['input_shape']}"
+                    + (f"  fusion {result['fusion'].get('chosen')}" if result.get("fusion") else ""),
+                    flush=True,
+                )
+                if args.json:
+                    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(table(results))
 
 
 if __name__ == "__main__":

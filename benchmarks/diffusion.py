@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,7 +32,7 @@ from detectors import FeatureDiscriminator  # noqa: E402
 from detectors.base import Anomaly  # noqa: E402
 from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.features import resize_image  # noqa: E402
+from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
 from detectors.synthetic import make_generator, synth_options_for, synthesise  # noqa: E402
 from synth import ImageFiles, normal_image_paths  # noqa: E402
@@ -88,8 +87,8 @@ def main() -> None:
     print(f"preview sheet: {sheet}", flush=True)
 
     preset = guess_preset(args.category)
-    normals = load_normals(args.category, args.size)
-    test = load_test_set(args.category, args.size)
+    normals = load_normals(args.category, SizeRule(args.size))
+    test = load_test_set(args.category, normals.shape)
     keep_paths = {str(item.path) for item in held_out}
     keep = [i for i, p in enumerate(test.paths) if str(p) in keep_paths]
     test.images = [test.images[i] for i in keep]
@@ -97,10 +96,7 @@ def main() -> None:
     test.labels = test.labels[keep]
     test.defects = [test.defects[i] for i in keep]
     test.paths = [test.paths[i] for i in keep]
-    diffusion_anomalies = [
-        Anomaly(resize_image(s.image, args.size), cv2.resize(s.mask, (args.size, args.size), interpolation=cv2.INTER_AREA))
-        for s in generated
-    ]
+    diffusion_anomalies = [Anomaly(resize_to(s.image, normals.shape), resize_to(s.mask, normals.shape)) for s in generated]
 
     options = synth_options_for(preset)
     for name, extra in (("classical", []), ("classical+diffusion", diffusion_anomalies)):
@@ -120,7 +116,7 @@ def main() -> None:
         )
 
     classical = synthesise(
-        normals.images, make_generator("draem,nsa,cutpaste", options, normals.images), args.n, args.size, args.seed + 1, False
+        normals.images, make_generator("draem,nsa,cutpaste", options, normals.images), args.n, args.seed + 1, False
     )
     scorer = EAPScorer(seed=args.seed).fit(normals.images)
     eap_diffusion = scorer.score([a.image for a in diffusion_anomalies], [a.mask for a in diffusion_anomalies])

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from detectors.features import PatchFeatures, resize_image, to_batch
+from detectors.features import PatchFeatures, to_batch
+from detectors.sizing import SizeRule, resize_to
 
 from .eap import ExpectedAnomalyPosterior
 
@@ -69,13 +70,16 @@ class EAPScorer:
 
     ``fit(normal_images)`` extracts patch features of the normals and draws the EAP subsets;
     ``score(images, masks)`` returns one EAP per sample in [0, 1]: high means a detector would surely
-    call it anomalous while it stays near the normal data's support.
+    call it anomalous while it stays near the normal data's support. Images are resized to one input
+    shape fitted on the normals by the detectors' size rule (``image_size`` short side, ``aspect``).
     """
 
     def __init__(
         self,
         backbone: str = "efficientnet-lite0",
         image_size: int = 256,
+        aspect: str = "auto",
+        max_side: int = 1024,
         n_normal_patches: int = 4096,
         max_patches: int = 16,
         min_coverage: float = 0.5,
@@ -90,6 +94,8 @@ class EAPScorer:
     ) -> None:
         self.backbone = backbone
         self.image_size = image_size
+        self.aspect = aspect
+        self.max_side = max_side
         self.n_normal_patches = n_normal_patches
         self.max_patches = max_patches
         self.min_coverage = min_coverage
@@ -106,6 +112,10 @@ class EAPScorer:
         """The parameters that decide the scores (for the dataset's records)."""
         return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters if name not in ("batch_size", "device")}
 
+    @property
+    def size_rule(self) -> SizeRule:
+        return SizeRule(self.image_size, self.aspect, self.max_side)
+
     def _features(self):
         if getattr(self, "features_", None) is None:
             device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -116,7 +126,7 @@ class EAPScorer:
     def _feature_maps(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         model = self._features()
         device = next(model.parameters()).device
-        return model(to_batch(images, self.image_size).to(device)).float().cpu()
+        return model(to_batch(images, self.input_shape_).to(device)).float().cpu()
 
     def _normal_patches(self, images: Sequence[np.ndarray], progress: bool) -> tuple[MaskedPatches, torch.Tensor]:
         """A random, equal share of patches from every normal image (a density-faithful sample) and
@@ -150,7 +160,7 @@ class EAPScorer:
         grid = maps.shape[-2:]
         points, owner, weight, context, pooled = [], [], [], [], []
         for i, (fmap, mask) in enumerate(zip(maps, masks)):
-            resized = resize_image(np.clip(np.asarray(mask, np.float32), 0.0, 1.0), self.image_size)
+            resized = resize_to(np.clip(np.asarray(mask, np.float32), 0.0, 1.0), self.input_shape_)
             coverage = F.adaptive_avg_pool2d(torch.from_numpy(resized)[None, None], grid)[0, 0]
             cells = masked_cells(coverage, self.min_coverage, self.max_patches)
             flat = fmap.flatten(1).T  # HW x C
@@ -169,6 +179,7 @@ class EAPScorer:
         e.g. a few real defects) count as labelled anomalies: they set the prior and the ball size."""
         if len(normal_images) < 2:
             raise ValueError(f"EAP scoring needs at least 2 normal images, got {len(normal_images)}")
+        self.input_shape_ = self.size_rule.shape_for([np.shape(image)[:2] for image in normal_images])
         normals, image_ids = self._normal_patches(list(normal_images), progress)
         # the context weighs as much as the patch: equal mean per-channel spread over the normals
         spread = float(normals.points.std(0).mean()) / max(float(normals.context.std(0).mean()), 1e-12)
@@ -201,6 +212,8 @@ class EAPScorer:
         """EAP of each (image, mask) sample; NaN where the mask is empty."""
         if len(images) != len(masks):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
+        if not hasattr(self, "eap_"):
+            raise RuntimeError("call fit(normal_images) before scoring")
         out = []
         for start in tqdm(range(0, len(images), self.batch_size), desc="EAP", unit="batch", disable=not progress):
             batch = slice(start, start + self.batch_size)

@@ -89,7 +89,7 @@ def score_dataset(
     normals_dir = Path(normals) if normals else generated_input_folder(root)
     if not normals_dir.is_dir():
         raise FileNotFoundError(f"{root}: its normal images ({normals_dir}) are gone; pass --normals DIR")
-    normal_set = load_normals(normals_dir, scorer.image_size)
+    normal_set = load_normals(normals_dir, scorer.size_rule)
     scorer.fit(normal_set.images, progress=progress)
     errors: dict[int, str] = {}
     candidates: list[Candidate] = []

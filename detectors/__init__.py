@@ -5,10 +5,13 @@ from .base import Anomaly, Detector, Prediction, detector_class, load_detector
 from .features import PatchFeatures
 from .draem import DRAEM
 from .feature_discriminator import FeatureDiscriminator
+from .hybrid import HybridDetector
 from .knn import PatchKNN
+from .sizing import SizeRule
 from .metrics import au_pro, auroc, average_precision, detection_metrics, f1_max, pro_curve
 
 __all__ = [
-    "Anomaly", "Backbone", "DRAEM", "Detector", "FeatureDiscriminator", "PatchFeatures", "PatchKNN", "Prediction", "au_pro", "auroc",
+    "Anomaly", "Backbone", "DRAEM", "Detector", "FeatureDiscriminator", "HybridDetector", "PatchFeatures", "PatchKNN", "Prediction",
+    "SizeRule", "au_pro", "auroc",
     "average_precision", "detection_metrics", "detector_class", "f1_max", "load_detector", "pro_curve",
 ]

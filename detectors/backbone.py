@@ -77,6 +77,7 @@ class Backbone(nn.Module):
         for i in self.layers:
             self.blocks[i].register_forward_hook(self._keep(i))
         self.requires_grad_(False)
+        self.to(memory_format=torch.channels_last)  # faster convolutions on CPUs and GPUs
         self.eval()
 
     def _keep(self, index: int):
@@ -90,11 +91,17 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """``images``: Bx3xHxW RGB in [0, 255]; returns one feature map per chosen block."""
+        """``images``: Bx3xHxW RGB in [0, 255]; returns one feature map per chosen block.
+
+        On a CPU the images go through one at a time: a batch's activations overflow the caches and
+        make each image several times slower (measured: 40 vs 108 ms per 384x384 image on 2 cores)."""
+        if images.device.type == "cpu" and len(images) > 1:
+            outputs = [self.forward(image[None]) for image in images]
+            return [torch.cat(level) for level in zip(*outputs)]
         self._outputs = {}
-        x = self.stem((images - INPUT_MEAN) / INPUT_STD)
+        x = self.stem(((images - INPUT_MEAN) / INPUT_STD).contiguous(memory_format=torch.channels_last))
         for block in self.blocks:
             x = block(x)
-        outputs = [self._outputs[i] for i in self.layers]
+        outputs = [self._outputs[i].contiguous() for i in self.layers]
         self._outputs = {}
         return outputs

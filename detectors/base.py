@@ -15,6 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from synth.saved import read_saved_config
 
+from .sizing import STRIDE, Aspect, SizeRule, resize_to
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -23,7 +25,7 @@ _REGISTRY: dict[str, type["Detector"]] = {}
 
 @dataclass
 class Prediction:
-    """Image scores (N,) and anomaly maps (N, S, S) at the detector's input size; higher = more anomalous."""
+    """Image scores (N,) and anomaly maps (N, H, W) at the detector's input shape; higher = more anomalous."""
 
     scores: np.ndarray
     maps: np.ndarray
@@ -31,10 +33,14 @@ class Prediction:
 
 @dataclass
 class Anomaly:
-    """A ready-made anomalous training image with its mask, e.g. from a generated dataset."""
+    """A ready-made anomalous training image with its mask, e.g. from a generated dataset; where known,
+    the generator that made it and ``source``, the index of the normal image (in the list given to
+    ``fit``) it was made from."""
 
     image: np.ndarray
     mask: np.ndarray
+    generator: str | None = None
+    source: int | None = None
 
 
 class Detector(ABC):
@@ -42,17 +48,34 @@ class Detector(ABC):
 
     Subclasses implement ``_build`` (modules from the config), ``_fit``, ``_predict_batch`` and keep
     their trained tensors in ``self.model`` (an ``nn.Module``) plus ``self.state`` (JSON-able).
+
+    Every image is resized to one input shape, fitted from the training images by the size rule
+    (``image_size``: short side, ``aspect``: ``"auto"`` keeps the training images' aspect ratio,
+    ``"square"`` squashes; ``max_side`` caps the long side); ``_fit`` and ``_predict_batch`` only
+    ever see images (and masks) of that shape.
     """
 
     kind: ClassVar[str]
+    input_stride: ClassVar[int] = STRIDE
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if getattr(cls, "kind", None):
             _REGISTRY[cls.kind] = cls
 
-    def __init__(self, image_size: int = 256, batch_size: int = 16, seed: int = 0, device: str | None = None):
+    def __init__(
+        self,
+        image_size: int = 256,
+        aspect: Aspect = "auto",
+        max_side: int = 1024,
+        batch_size: int = 16,
+        seed: int = 0,
+        device: str | None = None,
+    ):
         self.image_size = image_size
+        self.aspect = aspect
+        self.max_side = max_side
+        self.size_rule  # checks the size options now rather than at fit time
         self.batch_size = batch_size
         self.seed = seed
         self.device = device
@@ -76,6 +99,20 @@ class Detector(ABC):
         return f"{type(self).__name__}({args})"
 
     @property
+    def size_rule(self) -> SizeRule:
+        return SizeRule(self.image_size, self.aspect, self.max_side, self.input_stride)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(height, width) every image is resized to; fitted from the training images."""
+        shape = self.state.get("input_shape")
+        if shape is None:
+            if self.is_fitted:  # a checkpoint from before the size rule: square inputs
+                return (self.image_size, self.image_size)
+            raise RuntimeError(f"{type(self).__name__} is not fitted; its input shape comes from the training images")
+        return int(shape[0]), int(shape[1])
+
+    @property
     def is_fitted(self) -> bool:
         return self.model is not None and bool(self.state.get("fitted"))
 
@@ -95,16 +132,22 @@ class Detector(ABC):
         in addition to those drawn from the detector's own generators)."""
         if len(images) == 0:
             raise ValueError("fit needs at least one normal image")
+        shape = self.size_rule.shape_for([np.shape(image)[:2] for image in images])
         torch.manual_seed(self.seed)
+        self.state = {"input_shape": list(shape)}
         self.model = self._build()
-        self.state = {}
-        self._fit(images, list(anomalies or []), progress)
+        images = [resize_to(np.asarray(image), shape) for image in images]
+        ready = [
+            Anomaly(resize_to(a.image, shape), resize_to(np.asarray(a.mask, np.float32), shape), a.generator, a.source)
+            for a in anomalies or []
+        ]
+        self._fit(images, ready, progress)
         self.state["fitted"] = True
         return self
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], progress: bool = False) -> Prediction:
-        """Image scores and anomaly maps (at ``image_size``) for RGB or grey uint8 images of any size."""
+        """Image scores and anomaly maps (at :attr:`input_shape`) for RGB or grey uint8 images of any size."""
         if not self.is_fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or load() first")
         from tqdm.auto import tqdm
@@ -114,12 +157,12 @@ class Detector(ABC):
         scores, maps = [], []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc="predict", unit="batch", disable=not progress):
-            batch = [images[i] for i in range(start, min(start + self.batch_size, len(images)))]
+            batch = [resize_to(np.asarray(images[i]), self.input_shape) for i in range(start, min(start + self.batch_size, len(images)))]
             batch_scores, batch_maps = self._predict_batch(batch, device)
             scores.append(batch_scores.float().cpu())
             maps.append(batch_maps.float().cpu())
         if not scores:
-            return Prediction(np.zeros(0, np.float32), np.zeros((0, self.image_size, self.image_size), np.float32))
+            return Prediction(np.zeros(0, np.float32), np.zeros((0, *self.input_shape), np.float32))
         return Prediction(torch.cat(scores).numpy(), torch.cat(maps)[:, 0].numpy())
 
     @abstractmethod
@@ -130,7 +173,7 @@ class Detector(ABC):
 
     @abstractmethod
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores (B,), maps (B, 1, S, S)) for one batch."""
+        """(scores (B,), maps (B, 1, H, W)) for one batch of images already at :attr:`input_shape`."""
 
     def _weights(self) -> dict[str, torch.Tensor]:
         """Trained tensors to save; frozen pretrained backbones are left out (rebuilt from their package)."""

@@ -6,43 +6,41 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection
+from typing import Collection, Sequence
 
-import cv2
 import numpy as np
 
 from synth.readers import ImageReadError, mvtec_test_images, normal_image_paths, read_image, read_mask
 
 from .base import Anomaly
-from .features import resize_image
+from .sizing import SizeRule, image_shapes, resize_mask_to, resize_to
 
 log = logging.getLogger(__name__)
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Binary mask at ``size`` (nearest neighbour keeps it binary)."""
-    if mask.shape[:2] != (size, size):
-        mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
-    return (mask > 0.5).astype(np.uint8)
-
-
 @dataclass
 class ImageSet:
-    """Images resized to one size, with the files they came from and the files that could not be read."""
+    """Images resized to one shape, with the files they came from and the files that could not be read."""
 
     images: list[np.ndarray]
     paths: list[Path]
     skipped: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.images[0].shape[:2]
 
-def load_normals(folder: str | Path, size: int, limit: int | None = None) -> ImageSet:
-    """Defect-free images of a folder (``train/good`` of an MVTec category); unreadable files are skipped
-    with a warning that names them."""
+
+def load_normals(folder: str | Path, rule: SizeRule | tuple[int, int], limit: int | None = None) -> ImageSet:
+    """Defect-free images of a folder (``train/good`` of an MVTec category), resized to the shape the
+    size ``rule`` gives for them (or to a given (height, width)); unreadable files are skipped with a
+    warning that names them."""
     paths = normal_image_paths(folder)[:limit]
+    shape = rule.shape_for(image_shapes(paths) or [(1, 1)]) if isinstance(rule, SizeRule) else tuple(rule)
     images, kept, skipped = [], [], {}
     for path in paths:
         try:
-            images.append(resize_image(read_image(path), size))
+            images.append(resize_to(read_image(path), shape))
             kept.append(path)
         except ImageReadError as error:
             log.warning("skipping %s", error)
@@ -54,7 +52,7 @@ def load_normals(folder: str | Path, size: int, limit: int | None = None) -> Ima
 
 @dataclass
 class TestSet:
-    """An MVTec-layout test split: images and binary masks at ``size``, labels and defect types."""
+    """An MVTec-layout test split: images and binary masks at one shape, labels and defect types."""
 
     images: list[np.ndarray]
     masks: list[np.ndarray]
@@ -64,7 +62,7 @@ class TestSet:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def load_test_set(folder: str | Path, size: int, exclude: Collection[str | Path] = ()) -> TestSet:
+def load_test_set(folder: str | Path, shape: tuple[int, int], exclude: Collection[str | Path] = ()) -> TestSet:
     """``test/<defect>/`` images with ``ground_truth`` masks; unreadable files are skipped and listed.
     Files in ``exclude`` (e.g. the real defects a few-shot generator learned from) are left out."""
     images, masks, labels, defects, paths, skipped = [], [], [], [], [], {}
@@ -79,8 +77,8 @@ def load_test_set(folder: str | Path, size: int, exclude: Collection[str | Path]
             log.warning("skipping %s", error)
             skipped[str(item.path)] = str(error)
             continue
-        images.append(resize_image(image, size))
-        masks.append(resize_mask(mask, size))
+        images.append(resize_to(image, shape))
+        masks.append(resize_mask_to(mask, shape))
         labels.append(item.label)
         defects.append(item.defect)
         paths.append(item.path)
@@ -93,15 +91,29 @@ def is_generated_dataset(folder: str | Path) -> bool:
     return (Path(folder) / "dataset.json").is_file() and (Path(folder) / "manifest.jsonl").is_file()
 
 
-def load_generated_anomalies(folder: str | Path, size: int, limit: int | None = None) -> list[Anomaly]:
-    """The anomalous samples of a dataset written by ``anomalyforge generate`` (either format)."""
+def load_generated_anomalies(
+    folder: str | Path,
+    shape: tuple[int, int],
+    limit: int | None = None,
+    normal_paths: Sequence[str | Path] = (),
+) -> list[Anomaly]:
+    """The anomalous samples of a dataset written by ``anomalyforge generate`` (either format), with
+    their generator; ``source`` is the sample's source image's index in ``normal_paths`` when it is
+    one of them (a detector then never compares the sample with its own source image)."""
     from curate.dataset_reader import read_generated
 
+    input_root = generated_input_folder(folder) if (Path(folder) / "dataset.json").is_file() else Path(folder)
+    index_of = {Path(p).resolve(): i for i, p in enumerate(normal_paths)}
     anomalies = []
     for sample in read_generated(folder):
         if sample.record.get("label", 1) == 0 or sample.mask.max() <= 0:
             continue
-        anomalies.append(Anomaly(resize_image(sample.image, size), cv2.resize(sample.mask, (size, size), interpolation=cv2.INTER_AREA)))
+        source = sample.record.get("source")
+        anomalies.append(Anomaly(
+            resize_to(sample.image, shape), resize_to(np.asarray(sample.mask, np.float32), shape),
+            generator=sample.record.get("generator"),
+            source=index_of.get((input_root / source).resolve()) if source else None,
+        ))
         if limit is not None and len(anomalies) >= limit:
             break
     if not anomalies:

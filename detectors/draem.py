@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Anomaly, Detector
-from .features import resize_image, to_batch
+from .features import to_batch
+from .sizing import Aspect
 from .losses import softmax_focal_loss, ssim
 from .synthetic import make_generator
 from .training import rank_steps, train_loop
@@ -107,6 +108,7 @@ class DRAEM(Detector):
     """
 
     kind = "draem"
+    input_stride = 32  # five poolings in the discriminative U-Net
 
     def __init__(
         self,
@@ -119,12 +121,14 @@ class DRAEM(Detector):
         lr: float = 1e-4,
         score_window: int = 21,
         image_size: int = 256,
+        aspect: Aspect = "auto",
+        max_side: int = 1024,
         batch_size: int = 8,
         seed: int = 0,
         device: str | None = None,
         mixed_precision: str = "no",
     ):
-        super().__init__(image_size=image_size, batch_size=batch_size, seed=seed, device=device)
+        super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
         self.synth = synth
         self.synth_options = synth_options
         self.p_anomaly = p_anomaly
@@ -136,17 +140,15 @@ class DRAEM(Detector):
         self.mixed_precision = mixed_precision
 
     def _build(self) -> nn.Module:
-        if self.image_size % 32:
-            raise ValueError(f"DRAEM needs an image size divisible by 32, got {self.image_size}")
         return _DRAEMModel(self.reconstructive_width, self.discriminative_width)
 
     def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
-        size = self.image_size
-        normals = [resize_image(np.asarray(images[i]), size) for i in range(len(images))]
+        shape = self.input_shape
+        normals = [np.asarray(image) for image in images]
         generator = make_generator(self.synth, self.synth_options, normals)
         if generator is None and not anomalies:
             raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
-        ready = [(resize_image(a.image, size), np.asarray(a.mask, np.float32)) for a in anomalies]
+        ready = [(a.image, np.asarray(a.mask, np.float32)) for a in anomalies]
         n_items = len(normals) + len(ready)
         steps = max(1, n_items // self.batch_size)
 
@@ -167,10 +169,9 @@ class DRAEM(Detector):
             for s in rank_steps(steps, rank, world):
                 items = [item(epoch, int(i)) for i in order[s * self.batch_size : (s + 1) * self.batch_size]]
                 masks = [np.asarray(m, np.float32) for _, _, m, _ in items]
-                masks = [resize_image(m, size) for m in masks]
                 yield {
-                    "input": to_batch([x for x, _, _, _ in items], size) / 255.0,
-                    "target": to_batch([t for _, t, _, _ in items], size) / 255.0,
+                    "input": to_batch([x for x, _, _, _ in items], shape) / 255.0,
+                    "target": to_batch([t for _, t, _, _ in items], shape) / 255.0,
                     "mask": (torch.from_numpy(np.stack(masks))[:, None] > 0.5).float(),
                     "weight": torch.tensor([w for _, _, _, w in items]),
                 }
@@ -196,7 +197,7 @@ class DRAEM(Detector):
         self.state.update({"loss_history": history, "n_normal": len(normals), "n_anomalies": len(ready)})
 
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_batch(images, self.image_size).to(device) / 255.0
+        x = to_batch(images, self.input_shape).to(device) / 255.0
         _, logits = self.model(x)
         maps = torch.softmax(logits, dim=1)[:, 1:2]
         pad = self.score_window // 2

@@ -14,8 +14,19 @@ from .data import TestSet
 from .metrics import detection_metrics
 
 
+def maps_at(prediction: Prediction, shape: tuple[int, int]) -> Prediction:
+    """The prediction with its maps resized to ``shape`` (a detector whose input shape differs from
+    the test set's, e.g. the reference of a detector trained with another size rule)."""
+    if prediction.maps.shape[1:] == tuple(shape):
+        return prediction
+    from .sizing import resize_to
+
+    return Prediction(prediction.scores, np.stack([resize_to(m, shape) for m in prediction.maps]))
+
+
 def metrics_for(prediction: Prediction, test: TestSet) -> dict[str, Any]:
     """All metrics, plus image AUROC per defect type (that type against the good images)."""
+    prediction = maps_at(prediction, test.masks[0].shape)
     result: dict[str, Any] = detection_metrics(prediction.scores, test.labels, prediction.maps, test.masks)
     per_defect = {}
     defects = np.array(test.defects)

@@ -17,6 +17,8 @@ from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
 from .features import PatchFeatures, gaussian_blur, to_batch
 from .losses import sigmoid_focal_loss, truncated_l1_loss
+from .memory import coreset_bank, nearest_maps
+from .sizing import Aspect
 from .synthetic import make_generator, synthesise
 from .training import rank_steps, train_loop
 
@@ -56,17 +58,6 @@ class SegmentationDetectionHead(nn.Module):
         return amap, self.cls_fc(pooled)[:, 0]
 
 
-def nearest_distance(patches: torch.Tensor, bank: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """Distance of every patch (BxCxhxw) to its nearest row of ``bank``: Bx1xhxw."""
-    out = []
-    for start in range(0, len(patches), chunk):
-        part = patches[start : start + chunk]
-        b, c, h, w = part.shape
-        flat = part.permute(0, 2, 3, 1).reshape(-1, c)
-        out.append(torch.cdist(flat, bank).amin(1).view(b, 1, h, w))
-    return torch.cat(out)
-
-
 class _DiscriminatorModel(nn.Module):
     def __init__(self, features: PatchFeatures, hidden: int, cls_channels: int, stop_grad: bool, bank_size: int = 0):
         super().__init__()
@@ -80,7 +71,7 @@ class _DiscriminatorModel(nn.Module):
             self.register_buffer("distance_scale", torch.ones(()))
 
     def distance(self, patches: torch.Tensor) -> torch.Tensor:
-        return nearest_distance(patches, self.memory_bank) / self.distance_scale
+        return nearest_maps(patches, self.memory_bank)[0] / self.distance_scale
 
     def forward(
         self,
@@ -160,13 +151,15 @@ class FeatureDiscriminator(Detector):
         lr: float = 2e-4,
         sigma: float = 4.0,
         image_size: int = 256,
+        aspect: Aspect = "auto",
+        max_side: int = 1024,
         batch_size: int = 16,
         seed: int = 0,
         device: str | None = None,
         mixed_precision: str = "no",
         pretrained: bool = True,
     ):
-        super().__init__(image_size=image_size, batch_size=batch_size, seed=seed, device=device)
+        super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
         self.backbone = backbone
         self.stages = list(stages)
         self.synth = synth
@@ -195,7 +188,7 @@ class FeatureDiscriminator(Detector):
         """Backbone levels of all images, kept on the CPU in half precision."""
         chunks: list[list[torch.Tensor]] = []
         for start in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch", disable=not progress):
-            batch = to_batch([images[i] for i in range(start, min(start + self.batch_size, len(images)))], self.image_size)
+            batch = to_batch([images[i] for i in range(start, min(start + self.batch_size, len(images)))], self.input_shape)
             chunks.append([level.half().cpu() for level in self.model.features.levels(batch.to(device))])
         return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
@@ -207,13 +200,12 @@ class FeatureDiscriminator(Detector):
         # fold of each anomaly's source image (ready-made anomalies: no source, fold drawn at random)
         fold_rng = np.random.default_rng([self.seed, 7])
         normal_fold = torch.from_numpy(fold_rng.permutation(len(images)) % 2)
-        pool_fold = [int(f) for f in fold_rng.integers(0, 2, len(pool))]
+        unknown = fold_rng.integers(0, 2, len(pool))
+        pool_fold = [int(normal_fold[a.source]) if a.source is not None and 0 <= a.source < len(images) else int(unknown[i]) for i, a in enumerate(pool)]
         if generator is not None:
-            made = synthesise(
-                images, generator, self.anomalies_per_image * len(images), self.image_size, self.seed, progress, keep_source=True
-            )
-            pool += [anomaly for anomaly, _ in made]
-            pool_fold += [int(normal_fold[source]) for _, source in made]
+            made = synthesise(images, generator, self.anomalies_per_image * len(images), self.seed, progress)
+            pool += made
+            pool_fold += [int(normal_fold[a.source]) for a in made]
         if not pool and not self.feature_noise:
             raise ValueError("no training anomalies: give synth generators, pass anomalies to fit() or set feature_noise")
         normal_levels = self._levels(images, device, "normal features", progress)
@@ -293,7 +285,6 @@ class FeatureDiscriminator(Detector):
         """Two memory banks (one per half of the normal images); each sample's distance map is taken to
         the bank of the other fold. The model keeps both banks; the distance scale is the median
         normal patch distance, so the extra channel is about 1 on normal patches."""
-        from .knn import greedy_coreset
 
         def patches(levels, index):
             return torch.cat([
@@ -308,15 +299,14 @@ class FeatureDiscriminator(Detector):
                 index = torch.arange(len(normal_fold))
             feats = patches(normal_levels, index)
             flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
-            n = min(self.bank_size, len(flat))
-            banks.append(flat[greedy_coreset(flat.to(device), n, seed=self.seed + fold, max_candidates=20 * n)])
+            banks.append(coreset_bank(flat.to(device), self.bank_size, self.seed + fold).cpu())
 
         def distances(levels, folds):
             out = torch.zeros(len(folds), 1, *self._grid(levels))
             for fold in (0, 1):
                 index = torch.nonzero(folds == fold)[:, 0]
                 if len(index):
-                    out[index] = nearest_distance(patches(levels, index), banks[1 - fold])
+                    out[index] = nearest_maps(patches(levels, index), banks[1 - fold])[0]
             return out
 
         normal = distances(normal_levels, normal_fold)
@@ -342,7 +332,7 @@ class FeatureDiscriminator(Detector):
         return out
 
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        levels = self.model.features.levels(to_batch(images, self.image_size).to(device))
+        levels = self.model.features.levels(to_batch(images, self.input_shape).to(device))
         amap, score = self.model(levels)
-        maps = F.interpolate(amap, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        maps = F.interpolate(amap, size=self.input_shape, mode="bilinear", align_corners=False)
         return score, gaussian_blur(maps, self.sigma)

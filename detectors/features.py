@@ -11,23 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import DEFAULT_STAGES, Backbone
+from .sizing import resize_to
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Square ``size`` x ``size`` copy (area interpolation when shrinking)."""
-    if image.shape[:2] == (size, size):
-        return image
-    shrink = image.shape[0] > size or image.shape[1] > size
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def to_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """RGB (or grey) uint8 images of any size -> Bx3xSxS float tensor in [0, 255]."""
+def to_batch(images: Sequence[np.ndarray], shape: tuple[int, int]) -> torch.Tensor:
+    """RGB (or grey) uint8 images of any size -> Bx3xHxW float tensor in [0, 255] at ``shape``."""
     batch = []
     for image in images:
         if image.ndim == 2 or image.shape[2] == 1:
             image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
-        batch.append(resize_image(image, size))
+        batch.append(resize_to(image, shape))
     return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
 
 

@@ -25,8 +25,8 @@ def train_run(
     in the non-main processes of an ``accelerate launch``, which write nothing)."""
     from accelerate import PartialState
 
-    normals = load_normals(normals_dir, detector.image_size)
-    anomalies = load_generated_anomalies(anomalies_dir, detector.image_size) if anomalies_dir else []
+    normals = load_normals(normals_dir, detector.size_rule)
+    anomalies = load_generated_anomalies(anomalies_dir, normals.shape, normal_paths=normals.paths) if anomalies_dir else []
     out = Path(out)
     start = time.perf_counter()
     detector.fit(normals.images, anomalies, progress=progress)
@@ -38,11 +38,17 @@ def train_run(
     info: dict[str, Any] = {
         "detector": detector.kind, "data": str(normals_dir), "anomalies": str(anomalies_dir) if anomalies_dir else None,
         "n_normal": len(normals.images), "n_ready_anomalies": len(anomalies), "train_seconds": round(train_s, 1),
-        "skipped_files": normals.skipped, "config": detector.get_config(),
+        "input_shape": list(detector.input_shape), "skipped_files": normals.skipped, "config": detector.get_config(),
     }
+    if detector.kind == "hybrid":
+        info["fusion"] = detector.state.get("fusion")
     if reference and detector.kind != "knn":
-        knn = detector_class("knn")(image_size=detector.image_size, seed=detector.seed, device=detector.device)
+        knn = detector_class("knn")(
+            image_size=detector.image_size, aspect=detector.aspect, max_side=detector.max_side, seed=detector.seed, device=detector.device
+        )
+        start = time.perf_counter()
         knn.fit(normals.images, progress=progress)
+        info["reference_train_seconds"] = round(time.perf_counter() - start, 1)
         knn.save(out / "reference")
         info["reference"] = "reference"
     (out / "train.json").write_text(json.dumps(info, indent=2, default=str) + "\n")

@@ -10,7 +10,6 @@ from tqdm.auto import tqdm
 from synth import AnomalyGenerator, build_generator
 
 from .base import Anomaly
-from .features import resize_image
 
 
 def synth_options_for(preset: str, textures: str | None = None) -> dict[str, dict[str, Any]]:
@@ -49,18 +48,14 @@ def synthesise(
     images: Sequence[np.ndarray],
     generator: AnomalyGenerator,
     n: int,
-    size: int,
     seed: int,
     progress: bool = True,
-    keep_source: bool = False,
-) -> list:
-    """``n`` anomalies made from the images in turn (sample ``i`` seeded by ``(seed, i)``); samples
-    whose mask came out empty are dropped. With ``keep_source``: ``(anomaly, source index)`` pairs."""
+) -> list[Anomaly]:
+    """``n`` anomalies made from the images in turn (sample ``i`` seeded by ``(seed, i)``), each with
+    its generator and source index; samples whose mask came out empty are dropped."""
     out = []
     for i in tqdm(range(n), desc=f"synthesise {generator.name}", unit="img", disable=not progress):
-        image = resize_image(images[i % len(images)], size)
-        sample = generator(image, np.random.default_rng([seed, i]))
+        sample = generator(images[i % len(images)], np.random.default_rng([seed, i]))
         if sample.is_anomalous and sample.mask.max() > 0:
-            anomaly = Anomaly(sample.image, sample.mask)
-            out.append((anomaly, i % len(images)) if keep_source else anomaly)
+            out.append(Anomaly(sample.image, sample.mask, sample.generator, i % len(images)))
     return out

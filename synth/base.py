@@ -48,8 +48,18 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an image is grey: one channel, or three equal channels (a grey image stored as colour)."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return True
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
 def like_input(rgb: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Bring a three-channel result back to the layout (grey or colour) of the input image."""
+    """Bring a three-channel result back to the layout (grey or colour) of the input image; a grey
+    image stored as three channels gets a grey result (no coloured anomaly on a grey part)."""
+    if reference.ndim == 3 and reference.shape[2] == 3 and is_grey(reference) and not is_grey(rgb):
+        return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     if reference.ndim == 2:
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     if reference.shape[2] == 1:

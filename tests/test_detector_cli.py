@@ -8,7 +8,7 @@ import pytest
 from anomalyforge.cli import main
 from conftest import smooth, with_defect, write_rgb
 
-TINY = ["--size", "64", "--epochs", "3", "--set", "hidden=32", "cls_channels=8", "batch_size=8", "anomalies_per_image=2"]
+TINY = ["--size", "64", "--epochs", "3", "--set", "hidden=32", "steps_per_epoch=3", "bank_size=300", "batch_size=8", "anomalies_per_image=2"]
 
 
 @pytest.fixture
@@ -30,14 +30,16 @@ def test_train_then_evaluate(category, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(category), "--synth", "draem,cutpaste", "--out", str(run), "--quiet", *TINY]) == 0
     out = capsys.readouterr().out
-    assert "trained feature on 10 normal images" in out and "1 unreadable files skipped" in out
+    assert "trained hybrid on 10 normal images" in out and "1 unreadable files skipped" in out
     info = json.loads((run / "train.json").read_text())
     assert any("broken.png" in path for path in info["skipped_files"])
+    assert f"kNN reference in {info['reference_train_seconds']:.0f} s" in out
+    assert f"head weight {info['fusion']['chosen']['map']:g} (map)" in out
     assert (run / "model" / "model.safetensors").is_file() and (run / "reference" / "config.json").is_file()
 
     assert main(["evaluate", "--model", str(run), "--data", str(category), "--overlays", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("feature: image AUROC") and "knn reference: image AUROC" in out
+    assert out.startswith("hybrid: image AUROC") and "knn reference: image AUROC" in out
     report = json.loads((run / "eval" / "metrics.json").read_text())
     assert report["n_test"] == 8 and report["n_anomalous"] == 4
     assert set(report["metrics"]) >= {"image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "image_auroc_per_defect"}

@@ -141,5 +141,7 @@ def test_errors_are_clear(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a detector config"):
         load_detector(tmp_path)
-    with pytest.raises(ValueError, match="divisible by 32"):
-        DRAEM(image_size=48).fit(NORMALS, progress=False)
+    with pytest.raises(ValueError, match="image_size must be at least 32"):
+        DRAEM(image_size=24)
+    with pytest.raises(ValueError, match="aspect must be 'auto' or 'square'"):
+        PatchKNN(aspect="wide")

@@ -48,6 +48,19 @@ def test_mask_covers_exactly_the_changed_pixels(name, shape, grey):
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_grey_image_stored_as_colour_gets_a_grey_anomaly(name):
+    """A grey part photographed into an RGB file must not receive a coloured defect (a shortcut a
+    detector would learn instead of the defect)."""
+    generator = GENERATORS[name]()
+    for seed in range(4):
+        image = np.repeat(textured(96, 128, seed=seed, grey=True)[..., None], 3, axis=2)
+        sample = generator(image, np.random.default_rng(seed))
+        assert sample.mask.max() == 1.0 and not np.array_equal(sample.image, image)
+        np.testing.assert_array_equal(sample.image[..., 0], sample.image[..., 1])
+        np.testing.assert_array_equal(sample.image[..., 1], sample.image[..., 2])
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_same_seed_same_bytes_and_different_seed_differs(name, image):
     a = GENERATORS[name]()(image, np.random.default_rng(7))
     b = GENERATORS[name]()(image, np.random.default_rng(7))

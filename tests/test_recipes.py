@@ -35,7 +35,7 @@ def tiny_recipe(normals: Path, **changes) -> dict:
         "data": {"normals": str(normals), "preset": "texture"},
         "generate": {"n": 12, "generators": {"cutpaste": {"weight": 1}, "draem": {"weight": 1}}},
         "curate": {"top_fraction": 0.75, "scorer": {"image_size": 64, "n_normal_patches": 256, "n_subsets": 5, "batch_size": 8}},
-        "train": {"detector": "feature", "image_size": 64, "epochs": 2, "hidden": 32, "cls_channels": 8, "batch_size": 8},
+        "train": {"detector": "hybrid", "image_size": 64, "epochs": 2, "steps_per_epoch": 3, "hidden": 32, "bank_size": 300, "batch_size": 8},
         "evaluate": {"overlays": 4},
     }
     for section, values in changes.items():
@@ -64,7 +64,7 @@ def recipe_file(tmp_path, category):
     ("train.epoch=5", "train.epoch: unknown key"),
     ("curate.top=0.3", "curate.top: unknown key; known keys of curate: enabled, top_fraction"),
     ("train.epochs=five", "train.epochs: expected an integer, got 'five'"),
-    ("train.detector=svm", "train.detector: expected one of 'feature', 'draem', 'knn'"),
+    ("train.detector=svm", "train.detector: expected one of 'hybrid', 'feature', 'draem', 'knn'"),
     ("data.normals=/no/such/folder", "data.normals: path /no/such/folder does not exist"),
     ("data.test=/no/such/test", "data.test: path /no/such/test does not exist"),
     ("generate.n=0", "generate.n: must be at least 1"),

@@ -26,11 +26,6 @@ MASKS_NAME = "masks.safetensors"
 _BACKENDS: dict[str, type["DefectDiffusion"]] = {}
 
 
-def is_grey(image: np.ndarray) -> bool:
-    """Whether an RGB image's three channels are equal (a grey image stored as colour)."""
-    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
-
-
 class DefectDiffusion(AnomalyGenerator):
     """Base of the diffusion backends. ``fit(shots, normals)`` learns the shots' defect types; a call
     then draws a new mask for the image (see :class:`~synth.DefectMaskSampler`), cuts a window
@@ -178,8 +173,6 @@ class DefectDiffusion(AnomalyGenerator):
         if not hole.any():  # a hairline in a large window: paint every model pixel it touches
             hole = crop(mask.astype(np.float32), window, self.resolution) > 0
         painted = self.paint(picture[None], hole[None], [defect], [seed])[0]
-        if is_grey(image):  # a grey image gets a grey defect, not the model's colour noise
-            painted = np.repeat(painted.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
         out = paste(image, painted, mask, window)
         params = {"defect": defect, "mask": mask_params, "window": list(window), "seed": seed}
         return out, mask.astype(np.float32), 1, params

@@ -1,0 +1,377 @@
+"""The default detector: a normal memory bank and a head trained on synthetic anomalies, fused.
+
+Two signals, each strong where the other is weak:
+
+- the memory (PatchCore, Roth et al. 2022): each patch's distance to its nearest normal patch. It
+  needs no anomaly and flags anything unlike the normals, but treats every feature direction alike;
+- a segmentation head trained on synthetic anomalies, which sees each patch's feature, its
+  discrepancy to the nearest normal patch (feature minus that patch: the memory information of
+  MemSeg, Yang et al. 2023, and DeSTSeg's feature comparison, Zhang et al. 2023) and the distance.
+  It learns which discrepancies matter, but only from anomalies that are not the real ones.
+
+The anomaly map is a late fusion of the two, each standardised on held-out normal images:
+``z_memory + w * z_head``. How much the head is trusted (``w``, one value for the map and one for the
+image score) is chosen without any real defect: on held-out normal images and synthetic anomalies
+made on them, leaving each generator out of the head's training in turn and scoring its anomalies
+(leave-one-generator-out), so that the head is rewarded only for what carries over to anomalies of a
+kind it has not seen. A small ``w`` wins ties, so a head that does not generalise falls back to the
+memory. The image score is the mean of the top 1 % of the smoothed map.
+
+Training normals are split in two folds, each with its own memory bank: a training sample's
+discrepancy is measured against the other fold's bank, so that it is never compared with its own
+source image, as a test image never is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .backbone import DEFAULT_STAGES
+from .base import Anomaly, Detector
+from .feature_discriminator import downsample_mask
+from .features import PatchFeatures, gaussian_blur, to_batch
+from .losses import sigmoid_focal_loss, truncated_l1_loss
+from .memory import coreset_bank, nearest_maps
+from .metrics import auroc
+from .sizing import Aspect
+from .synthetic import make_generator, synthesise
+from .training import rank_steps, train_loop
+
+HELD_OUT = 2  # the part of the normal images kept for calibration and selection (folds are 0 and 1)
+
+
+def segmentation_head(channels: int, hidden: int) -> nn.Sequential:
+    """Per-patch MLP (1x1 convolutions) on the feature, its residual to the nearest normal patch and
+    the distance: 2C + 1 inputs, one anomaly logit."""
+    return nn.Sequential(
+        nn.Conv2d(2 * channels + 1, hidden, 1),
+        nn.BatchNorm2d(hidden),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(hidden, 1, 1),
+    )
+
+
+class _HybridModel(nn.Module):
+    def __init__(self, features: PatchFeatures, hidden: int, bank_size: int):
+        super().__init__()
+        self.features = features
+        channels = features.channels
+        self.head = segmentation_head(channels, hidden)
+        self.register_buffer("memory_bank", torch.zeros(bank_size, channels))
+        self.register_buffer("distance_scale", torch.ones(()))
+        # standardisation of the memory distance and of the head's logit on held-out normal patches
+        self.register_buffer("memory_stats", torch.tensor([0.0, 1.0]))
+        self.register_buffer("head_stats", torch.tensor([0.0, 1.0]))
+        # head weight in the anomaly map and in the image score
+        self.register_buffer("fusion_weights", torch.zeros(2))
+
+    def head_logits(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([patches, residual, distance / self.distance_scale], dim=1))
+
+    def standardised(self, distance: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            (distance - self.memory_stats[0]) / self.memory_stats[1],
+            (logits - self.head_stats[0]) / self.head_stats[1],
+        )
+
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch maps (B x C x h x w) -> fused maps for the pixels and for the image score (B x 1 x h x w)."""
+        distance, residual = nearest_maps(patches, self.memory_bank)
+        memory, head = self.standardised(distance, self.head_logits(patches, residual, distance))
+        w_map, w_image = self.fusion_weights
+        return memory + w_map * head, memory + w_image * head
+
+
+class HybridDetector(Detector):
+    """Normal memory + a head trained on synthetic anomalies, fused with weights chosen on held-out
+    normals and synthetic anomalies (see the module docstring).
+
+    Args:
+        synth: generators for the training anomalies (``"draem,nsa,cutpaste"``, one name, or ``"none"``
+            to use only the anomalies passed to ``fit``).
+        synth_options: keyword arguments per generator (as for :func:`synth.build_generator`).
+        anomalies_per_image: synthetic anomalies made per normal image.
+        bank_size: memory bank size (greedy coreset over all normal patches, in parts).
+        candidates_per_centre: the coreset's greedy search looks at most this many patches per centre.
+        holdout: share of the normal images kept out of the memory and the head's training, for the
+            standardisation and the choice of the fusion weights (at least one image).
+        fusion_weights: the head weights to choose from; ``0`` is the memory alone.
+        select: ``"leave-one-generator-out"`` (default; needs two generators) or ``"fixed"``
+            (``fixed_weight`` for both the map and the image score).
+        hidden: width of the head.
+        epochs, steps_per_epoch, lr: head training (each step: half normal, half anomalous images).
+        top_k: share of the map's pixels whose mean is the image score.
+        sigma: Gaussian smoothing of the upsampled map, in pixels.
+        image_size, aspect, max_side: the size rule (see :class:`~detectors.sizing.SizeRule`).
+    """
+
+    kind = "hybrid"
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet-lite0",
+        stages: Sequence[int] = DEFAULT_STAGES,
+        synth: str = "draem,nsa,cutpaste",
+        synth_options: dict[str, dict[str, Any]] | None = None,
+        anomalies_per_image: int = 2,
+        bank_size: int = 10000,
+        candidates_per_centre: int = 20,
+        holdout: float = 0.2,
+        fusion_weights: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+        select: str = "leave-one-generator-out",
+        fixed_weight: float = 1.0,
+        hidden: int = 256,
+        epochs: int = 10,
+        steps_per_epoch: int = 30,
+        lr: float = 1e-3,
+        top_k: float = 0.01,
+        sigma: float = 4.0,
+        image_size: int = 256,
+        aspect: Aspect = "auto",
+        max_side: int = 1024,
+        batch_size: int = 16,
+        seed: int = 0,
+        device: str | None = None,
+        mixed_precision: str = "no",
+        pretrained: bool = True,
+    ):
+        super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
+        if not 0.0 < holdout < 1.0:
+            raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+        if not fusion_weights or min(fusion_weights) < 0:
+            raise ValueError(f"fusion_weights must be non-negative numbers, got {fusion_weights}")
+        if select not in ("leave-one-generator-out", "fixed"):
+            raise ValueError(f"select must be 'leave-one-generator-out' or 'fixed', got {select!r}")
+        if not 0.0 < top_k <= 1.0:
+            raise ValueError(f"top_k must be in (0, 1], got {top_k}")
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (half normal, half anomalous), got {batch_size}")
+        self.backbone = backbone
+        self.stages = list(stages)
+        self.synth = synth
+        self.synth_options = synth_options
+        self.anomalies_per_image = anomalies_per_image
+        self.bank_size = bank_size
+        self.candidates_per_centre = candidates_per_centre
+        self.holdout = holdout
+        self.fusion_weights = [float(w) for w in fusion_weights]
+        self.select = select
+        self.fixed_weight = fixed_weight
+        self.hidden = hidden
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.lr = lr
+        self.top_k = top_k
+        self.sigma = sigma
+        self.mixed_precision = mixed_precision
+        self.pretrained = pretrained
+
+    def _build(self) -> nn.Module:
+        features = PatchFeatures(self.backbone, self.stages, upscale=1, pretrained=self.pretrained)
+        return _HybridModel(features, self.hidden, self.state.get("bank_size", 1))
+
+    # -- training ------------------------------------------------------------------------------
+    def _patch_maps(self, images: Sequence[np.ndarray], device: torch.device, desc: str, progress: bool) -> torch.Tensor:
+        """Patch feature maps of all images (N x C x h x w, half precision, on the CPU)."""
+        out = []
+        for start in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch", disable=not progress):
+            batch = to_batch(images[start : start + self.batch_size], self.input_shape).to(device)
+            out.append(self.model.features(batch).half().cpu())
+        return torch.cat(out)
+
+    def _split(self, n: int) -> np.ndarray:
+        """Part of each normal image: 0 or 1 (the two training folds) or HELD_OUT."""
+        if n < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 normal images (some are held out), got {n}")
+        order = np.random.default_rng([self.seed, 11]).permutation(n)
+        n_held = min(n - 1, max(1, int(round(self.holdout * n))))
+        part = np.empty(n, np.int64)
+        part[order[:n_held]] = HELD_OUT
+        part[order[n_held:]] = np.arange(n - n_held) % 2
+        return part
+
+    def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
+        device = self._torch_device()
+        self.model.to(device)
+        n = len(images)
+        part = self._split(n)
+        generator = make_generator(self.synth, self.synth_options, images)
+        pool = list(anomalies)
+        if generator is not None:
+            pool += synthesise(images, generator, self.anomalies_per_image * n, self.seed, progress)
+        if not pool:
+            raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
+        # an anomaly belongs to its source image's part; one of unknown source is a training sample
+        unknown = np.random.default_rng([self.seed, 12]).integers(0, 2, len(pool))
+        pool_part = np.array([part[a.source] if a.source is not None and 0 <= a.source < n else unknown[i] for i, a in enumerate(pool)])
+        pool_group = np.array([a.generator or "given" for a in pool])
+
+        normal_maps = self._patch_maps(images, device, "normal features", progress)
+        anomaly_maps = self._patch_maps([a.image for a in pool], device, "anomaly features", progress)
+        grid = tuple(normal_maps.shape[-2:])
+        masks = torch.cat([downsample_mask(torch.from_numpy(np.asarray(a.mask, np.float32))[None, None], grid) for a in pool])
+
+        # memory: one coreset per part, sized by the part's share of the images
+        channels = normal_maps.shape[1]
+        counts = np.array([(part == p).sum() for p in (0, 1, HELD_OUT)])
+        sizes = np.maximum(1, (self.bank_size * counts) // n)
+        sizes[2] = max(1, self.bank_size - sizes[0] - sizes[1])
+        banks = []
+        for p, size in zip((0, 1, HELD_OUT), sizes):
+            index = np.nonzero(part == p)[0]
+            if len(index) == 0:  # a fold without images (two normal images in all): borrow the other fold
+                index = np.nonzero(part == 1 - p)[0]
+            patches = normal_maps[index].permute(0, 2, 3, 1).reshape(-1, channels)
+            banks.append(coreset_bank(patches.to(device), int(size), self.seed + p, self.candidates_per_centre, progress).cpu())
+        train_bank = torch.cat(banks[:2])
+        reference = {0: banks[1], 1: banks[0], HELD_OUT: train_bank}  # the bank each part is compared with
+
+        def memory_inputs(maps: torch.Tensor, parts: np.ndarray, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+            distance = torch.zeros(len(maps), 1, *grid)
+            residual = torch.zeros(maps.shape, dtype=torch.float16)
+            for p in (0, 1, HELD_OUT):
+                index = np.nonzero(parts == p)[0]
+                for start in tqdm(range(0, len(index), 32), desc=f"{desc} ({p})", disable=not progress or not len(index)):
+                    chunk = torch.from_numpy(index[start : start + 32])
+                    d, r = nearest_maps(maps[chunk].to(device), reference[p].to(device))
+                    distance[chunk], residual[chunk] = d.cpu(), r.half().cpu()
+            return distance, residual
+
+        normal_distance, normal_residual = memory_inputs(normal_maps, part, "normal memory")
+        anomaly_distance, anomaly_residual = memory_inputs(anomaly_maps, pool_part, "anomaly memory")
+        self.model.distance_scale.fill_(float(normal_distance[torch.from_numpy(part != HELD_OUT)].median()) or 1.0)
+
+        data = {
+            "normal": (normal_maps, normal_residual, normal_distance),
+            "anomaly": (anomaly_maps, anomaly_residual, anomaly_distance),
+        }
+        train_normals = np.nonzero(part != HELD_OUT)[0]
+        held_normals = np.nonzero(part == HELD_OUT)[0]
+        train_anomalies = np.nonzero(pool_part != HELD_OUT)[0]
+
+        # the fusion weights: leave one generator out of the head's training, score its anomalies
+        selection: dict[str, Any] = {"weights": self.fusion_weights}
+        groups = sorted(set(pool_group[train_anomalies]) & set(pool_group[pool_part == HELD_OUT]))
+        if self.select == "fixed" or len(groups) < 2:
+            weights = (self.fixed_weight, self.fixed_weight)
+            selection["method"] = "fixed" if self.select == "fixed" else "fixed (fewer than two generators to leave out)"
+        else:
+            scores = {"map": [], "image": []}
+            for group in tqdm(groups, desc="select fusion", unit="generator", disable=not progress):
+                head, _ = self._train_head(data, train_normals, train_anomalies[pool_group[train_anomalies] != group], masks, False)
+                valid = np.nonzero((pool_part == HELD_OUT) & (pool_group == group))[0]
+                result = self._validate(head, data, held_normals, valid, masks)
+                for key in scores:
+                    scores[key].append(result[key])
+            mean = {key: np.mean(value, axis=0) for key, value in scores.items()}
+            weights = tuple(self._choose(mean[key]) for key in ("map", "image"))
+            selection.update({
+                "method": "leave-one-generator-out", "generators": [str(g) for g in groups],
+                "validation_pixel_auroc": [round(float(v), 4) for v in mean["map"]],
+                "validation_image_auroc": [round(float(v), 4) for v in mean["image"]],
+                "per_generator": {
+                    str(g): {"pixel_auroc": [round(float(v), 4) for v in scores["map"][i]],
+                             "image_auroc": [round(float(v), 4) for v in scores["image"][i]]}
+                    for i, g in enumerate(groups)
+                },
+            })
+
+        head, history = self._train_head(data, train_normals, train_anomalies, masks, progress)
+        self.model.head.load_state_dict(head.state_dict())
+        self.model.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
+        memory, logits = self._held_out_outputs(self.model.head, data, held_normals)
+        self.model.memory_stats.copy_(torch.stack([memory.mean(), memory.std().clamp_min(1e-6)]))
+        self.model.head_stats.copy_(torch.stack([logits.mean(), logits.std().clamp_min(1e-6)]))
+        self.model.fusion_weights.copy_(torch.tensor(weights, dtype=torch.float32))
+        self.model.cpu()
+        selection["chosen"] = {"map": weights[0], "image": weights[1]}
+        self.state.update({
+            "bank_size": int(len(self.model.memory_bank)),
+            "n_normal": n, "n_held_out": int(len(held_normals)),
+            "n_anomalies": int(len(train_anomalies)), "n_validation_anomalies": int((pool_part == HELD_OUT).sum()),
+            "fusion": selection, "loss_history": history,
+        })
+
+    def _choose(self, values: np.ndarray, tolerance: float = 0.002) -> float:
+        """The smallest weight whose validation AUROC is within ``tolerance`` of the best."""
+        best = float(np.max(values))
+        return next(w for w, v in zip(self.fusion_weights, values) if v >= best - tolerance)
+
+    def _head_batch(self, data, kind: str, index) -> torch.Tensor:
+        patches, residual, distance = data[kind]
+        return torch.cat([patches[index].float(), residual[index].float(), distance[index] / self.model.distance_scale], 1)
+
+    def _train_head(self, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor, progress: bool) -> tuple[nn.Module, list[float]]:
+        """A head trained on these normal and anomalous samples; returns it (on the CPU, in eval mode)
+        and the mean loss per epoch."""
+        torch.manual_seed(self.seed)
+        head = segmentation_head(self.model.features.channels, self.hidden)
+        half = self.batch_size // 2
+        grid = masks.shape[-2:]
+
+        def batches(epoch: int, rank: int, world: int):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            for _ in rank_steps(self.steps_per_epoch, rank, world):
+                i_n = torch.from_numpy(normals)[torch.randint(len(normals), (half,), generator=g)]
+                i_a = torch.from_numpy(anomalies)[torch.randint(len(anomalies), (half,), generator=g)]
+                yield {
+                    "input": torch.cat([self._head_batch(data, "normal", i_n), self._head_batch(data, "anomaly", i_a)]),
+                    "mask": torch.cat([torch.zeros(half, 1, *grid), masks[i_a]]),
+                }
+
+        def step(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            logits = model(batch["input"])
+            return sigmoid_focal_loss(logits, batch["mask"]) + truncated_l1_loss(logits, batch["mask"])
+
+        optimizer = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=1e-5)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.epochs)
+        history = train_loop(
+            head, optimizer, scheduler, self.epochs, batches, step, device=self.device,
+            mixed_precision=self.mixed_precision, clip_grad_norm=1.0, progress=progress, desc="train head",
+        )
+        return head.cpu().eval(), history
+
+    @torch.no_grad()
+    def _held_out_outputs(self, head: nn.Module, data, index: np.ndarray, kind: str = "normal") -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory distance and head logit maps (n x 1 x h x w) of held-out images."""
+        logits = torch.cat([head(self._head_batch(data, kind, torch.from_numpy(index[s : s + 32]))) for s in range(0, len(index), 32)])
+        return data[kind][2][torch.from_numpy(index)], logits
+
+    @torch.no_grad()
+    def _validate(self, head: nn.Module, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor) -> dict[str, list[float]]:
+        """Pixel and image AUROC of the fused maps for each candidate weight, on held-out normals and
+        held-out synthetic anomalies (at the feature grid; smoothing scaled to it)."""
+        n_memory, n_logits = self._held_out_outputs(head, data, normals)
+        a_memory, a_logits = self._held_out_outputs(head, data, anomalies, "anomaly")
+        mean_m, std_m = n_memory.mean(), n_memory.std().clamp_min(1e-6)
+        mean_h, std_h = n_logits.mean(), n_logits.std().clamp_min(1e-6)
+        memory = (torch.cat([n_memory, a_memory]) - mean_m) / std_m
+        logits = (torch.cat([n_logits, a_logits]) - mean_h) / std_h
+        target = torch.cat([torch.zeros_like(n_memory), masks[torch.from_numpy(anomalies)]]).flatten().numpy()
+        labels = np.r_[np.zeros(len(normals)), np.ones(len(anomalies))]
+        sigma = self.sigma / self.model.features.stride
+        out = {"map": [], "image": []}
+        for w in self.fusion_weights:
+            fused = gaussian_blur(memory + w * logits, sigma)
+            out["map"].append(auroc(fused.flatten().numpy(), target))
+            out["image"].append(auroc(self._image_scores(fused).numpy(), labels))
+        return out
+
+    def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:
+        flat = maps.flatten(1)
+        k = max(1, int(round(self.top_k * flat.shape[1])))
+        return flat.topk(k, dim=1).values.mean(1)
+
+    # -- inference -----------------------------------------------------------------------------
+    def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        patches = self.model.features(to_batch(images, self.input_shape).to(device))
+        fused_map, fused_image = self.model(patches)
+        both = F.interpolate(torch.cat([fused_map, fused_image], 1), size=self.input_shape, mode="bilinear", align_corners=False)
+        both = gaussian_blur(both.reshape(-1, 1, *self.input_shape), self.sigma).view(len(images), 2, *self.input_shape)
+        return self._image_scores(both[:, 1:2]), both[:, 0:1]

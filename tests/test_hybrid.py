@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import pytest
+
+from detectors import Anomaly, HybridDetector, auroc, load_detector
+from synth import CutPaste
+
+from conftest import smooth, with_defect
+
+NORMALS = [smooth(i) for i in range(12)]
+TEST_NORMALS = [smooth(100 + i) for i in range(8)]
+TEST_DEFECTS = [with_defect(smooth(200 + i), i) for i in range(8)]
+LABELS = np.r_[np.zeros(8), np.ones(8)]
+
+
+def tiny(**kwargs) -> HybridDetector:
+    options = dict(image_size=64, hidden=32, epochs=3, steps_per_epoch=4, bank_size=400, synth="draem,cutpaste", batch_size=8)
+    options.update(kwargs)
+    return HybridDetector(**options)
+
+
+def predict(detector):
+    return detector.predict(TEST_NORMALS + [image for image, _ in TEST_DEFECTS])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return tiny().fit(NORMALS, progress=False)
+
+
+def test_hybrid_finds_defects_and_localises_them(fitted):
+    prediction = predict(fitted)
+    assert auroc(prediction.scores, LABELS) > 0.9
+    assert prediction.maps.shape == (16, 64, 64)
+    masks = np.stack([np.zeros((64, 64))] * 8 + [mask for _, mask in TEST_DEFECTS])
+    assert auroc(prediction.maps.ravel(), masks.ravel()) > 0.85
+    # held-out normals standardise the map: a normal image's map sits near 0, a defect stands out
+    assert abs(float(np.median(prediction.maps[:8]))) < 1.5 and prediction.scores[8:].min() > np.median(prediction.scores[:8])
+
+
+def test_hybrid_records_how_it_chose_the_fusion(fitted):
+    state = fitted.state
+    assert state["n_held_out"] == 2 and state["n_normal"] == 12  # round(0.2 * 12) images held out
+    assert state["n_validation_anomalies"] > 0 and state["n_anomalies"] > 0
+    fusion = state["fusion"]
+    assert fusion["method"] == "leave-one-generator-out" and fusion["generators"] == ["cutpaste", "draem"]
+    assert len(fusion["validation_image_auroc"]) == len(fusion["weights"]) == 6
+    # the curves are the mean over the left-out generators, each recorded
+    assert sorted(fusion["per_generator"]) == ["cutpaste", "draem"]
+    per_generator = np.array([fusion["per_generator"][g]["image_auroc"] for g in ("cutpaste", "draem")])
+    np.testing.assert_allclose(per_generator.mean(0), fusion["validation_image_auroc"], atol=1e-3)
+    for key, values in (("map", fusion["validation_pixel_auroc"]), ("image", fusion["validation_image_auroc"])):
+        chosen = fusion["chosen"][key]
+        assert chosen in fusion["weights"]
+        assert values[fusion["weights"].index(chosen)] >= max(values) - 0.002  # within the tolerance of the best
+        assert all(v < max(values) - 0.002 for w, v in zip(fusion["weights"], values) if w < chosen)  # the smallest such
+    assert fitted.model.fusion_weights.tolist() == [fusion["chosen"]["map"], fusion["chosen"]["image"]]
+    assert fitted.state["bank_size"] == len(fitted.model.memory_bank) <= 400
+
+
+def test_hybrid_round_trips_and_is_deterministic(fitted, tmp_path):
+    prediction = predict(fitted)
+    fitted.save(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["detector"] == "hybrid" and config["state"]["input_shape"] == [64, 64]
+    loaded = load_detector(tmp_path / "model")
+    again = predict(loaded)
+    np.testing.assert_array_equal(again.scores, prediction.scores)
+    np.testing.assert_array_equal(again.maps, prediction.maps)
+    refit = predict(tiny().fit(NORMALS, progress=False))
+    np.testing.assert_array_equal(refit.scores, prediction.scores)
+    other = predict(tiny(seed=1).fit(NORMALS, progress=False))
+    assert not np.array_equal(other.scores, prediction.scores)
+
+
+def test_hybrid_with_a_fixed_weight_and_ready_made_anomalies():
+    generator = CutPaste("union")
+    ready = []
+    for i, image in enumerate(NORMALS):
+        sample = generator(image, np.random.default_rng(i))
+        ready.append(Anomaly(sample.image, sample.mask, "cutpaste", source=i))
+    detector = tiny(synth="none", select="fixed", fixed_weight=0.0).fit(NORMALS, ready, progress=False)
+    assert detector.state["fusion"]["chosen"] == {"map": 0.0, "image": 0.0}
+    assert detector.state["fusion"]["method"] == "fixed"
+    # anomalies made on held-out images are kept for validation, not training
+    assert detector.state["n_anomalies"] + detector.state["n_validation_anomalies"] == len(ready)
+    assert detector.state["n_validation_anomalies"] == detector.state["n_held_out"]
+    # with both weights 0 the map is the memory's distance, standardised: higher where the defect is
+    image, mask = TEST_DEFECTS[0]
+    heat = detector.predict([image]).maps[0]
+    assert heat[mask > 0].mean() > heat[mask == 0].mean() + 1.0
+
+
+def test_hybrid_with_one_generator_has_nothing_to_leave_out():
+    single = tiny(synth="draem", epochs=1).fit(NORMALS, progress=False)
+    assert single.state["fusion"]["method"].startswith("fixed (fewer than two generators")
+    assert single.state["fusion"]["chosen"] == {"map": 1.0, "image": 1.0}
+
+
+def test_hybrid_errors_are_clear():
+    with pytest.raises(ValueError, match="at least 2 normal images"):
+        tiny().fit(NORMALS[:1], progress=False)
+    with pytest.raises(ValueError, match="no training anomalies"):
+        tiny(synth="none").fit(NORMALS, progress=False)
+    with pytest.raises(ValueError, match="holdout must be in"):
+        HybridDetector(holdout=1.0)
+    with pytest.raises(ValueError, match="select must be"):
+        HybridDetector(select="best")
+    with pytest.raises(ValueError, match="fusion_weights"):
+        HybridDetector(fusion_weights=(-1.0,))
