@@ -73,3 +73,24 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
     out = F.conv2d(padded, kernel.view(1, 1, 1, -1))
     return F.conv2d(out, kernel.view(1, 1, -1, 1))
+
+
+def patch_maps(
+    features: PatchFeatures,
+    images: Sequence[np.ndarray],
+    shape: tuple[int, int],
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    desc: str = "features",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Patch feature maps of all images (N x C x h x w), gathered on the CPU in ``dtype`` batch by batch
+    (half precision halves the memory of a large training set)."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress):
+        batch = to_batch(images[start : start + batch_size], shape).to(device)
+        out.append(features(batch).to(dtype).cpu())
+    return torch.cat(out)

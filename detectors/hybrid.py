@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
 from .feature_discriminator import downsample_mask
-from .features import PatchFeatures, gaussian_blur, to_batch
+from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .metrics import auroc
@@ -177,14 +177,6 @@ class HybridDetector(Detector):
         return _HybridModel(features, self.hidden, self.state.get("bank_size", 1))
 
     # -- training ------------------------------------------------------------------------------
-    def _patch_maps(self, images: Sequence[np.ndarray], device: torch.device, desc: str, progress: bool) -> torch.Tensor:
-        """Patch feature maps of all images (N x C x h x w, half precision, on the CPU)."""
-        out = []
-        for start in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch", disable=not progress):
-            batch = to_batch(images[start : start + self.batch_size], self.input_shape).to(device)
-            out.append(self.model.features(batch).half().cpu())
-        return torch.cat(out)
-
     def _split(self, n: int) -> np.ndarray:
         """Part of each normal image: 0 or 1 (the two training folds) or HELD_OUT."""
         if n < 2:
@@ -212,8 +204,10 @@ class HybridDetector(Detector):
         pool_part = np.array([part[a.source] if a.source is not None and 0 <= a.source < n else unknown[i] for i, a in enumerate(pool)])
         pool_group = np.array([a.generator or "given" for a in pool])
 
-        normal_maps = self._patch_maps(images, device, "normal features", progress)
-        anomaly_maps = self._patch_maps([a.image for a in pool], device, "anomaly features", progress)
+        normal_maps = patch_maps(self.model.features, images, self.input_shape, self.batch_size, device, torch.float16, "normal features", progress)
+        anomaly_maps = patch_maps(
+            self.model.features, [a.image for a in pool], self.input_shape, self.batch_size, device, torch.float16, "anomaly features", progress
+        )
         grid = tuple(normal_maps.shape[-2:])
         masks = torch.cat([downsample_mask(torch.from_numpy(np.asarray(a.mask, np.float32))[None, None], grid) for a in pool])
 

@@ -9,11 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
-from .features import PatchFeatures, gaussian_blur, to_batch
+from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch
 from .memory import coreset_bank, nearest
 from .sizing import Aspect
 
@@ -77,12 +76,8 @@ class PatchKNN(Detector):
     def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
         device = self._torch_device()
         self.model.to(device)
-        patches = []
-        for start in tqdm(range(0, len(images), self.batch_size), desc="features", unit="batch", disable=not progress):
-            batch = [images[i] for i in range(start, min(start + self.batch_size, len(images)))]
-            feats = self._patches(batch, device)
-            patches.append(feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).cpu())
-        patches = torch.cat(patches)
+        maps = patch_maps(self.model.features, images, self.input_shape, self.batch_size, device, progress=progress)
+        patches = maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
         n = min(self.max_coreset, max(1, int(round(self.coreset_ratio * len(patches)))))
         bank = coreset_bank(patches.to(device), n, self.seed, self.candidates_per_centre, progress)
         self.state["bank_size"] = int(len(bank))
