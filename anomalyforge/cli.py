@@ -72,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(
         f"wrote {report.written} samples to {report.out} ({report.already_done} were already there"
         f"{f', {len(report.failed)} failed' if report.failed else ''}"
-        f"{f', {len(report.bad_files)} unreadable input files skipped' if report.bad_files else ''})"
+        f"{f', {len(report.bad_files)} unusable input files skipped (unreadable or too small)' if report.bad_files else ''})"
     )
     if args.preview:
         sheet = write_preview(args.out, Path(args.out) / "preview.png", 24, 4, 160)
@@ -140,6 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from detectors.run_folder import train_run
     from detectors.synthetic import synth_options_for
 
+    from .recipe import checked_options
+
     data = Path(args.data)
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data} is not a folder")
@@ -153,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if anomalies_dir and args.detector == "knn":
         raise ValueError("the knn detector trains on normal images only; drop --anomalies")
     klass = detector_class(args.detector)
-    options = parse_overrides(args.set)
+    options = checked_options(klass, parse_overrides(args.set), f"{args.detector} detector")
     for name in ("epochs", "seed", "device"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
@@ -167,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     info = train_run(detector, normals_dir, args.out, anomalies_dir, reference=not args.no_reference, progress=not args.quiet)
     if info is None:  # under `accelerate launch`, one process writes the run
         return 0
-    skipped = f"; {len(info['skipped_files'])} unreadable files skipped" if info["skipped_files"] else ""
+    skipped = f"; {len(info['skipped_files'])} unusable files skipped (unreadable or too small)" if info["skipped_files"] else ""
     reference = f"; kNN reference in {info['reference_train_seconds']:.0f} s" if "reference_train_seconds" in info else ""
     fusion = info.get("fusion", {}).get("chosen")
     weights = f"; head weight {fusion['map']:g} (map), {fusion['image']:g} (image score)" if fusion else ""
@@ -182,12 +184,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from detectors.evaluation import evaluate, summary_line
 
     run = Path(args.model)
-    model_dir = run / "model" if (run / "model" / "config.json").is_file() else run
-    detector = load_detector(model_dir, device=args.device)
+    detector = load_detector(run, device=args.device)  # a run folder or a saved detector folder
     reference = None
     if not args.no_reference and (run / "reference" / "config.json").is_file():
         reference = load_detector(run / "reference", device=args.device)
-    test = load_test_set(args.data, detector.input_shape)
+    test = load_test_set(args.data, detector.input_shape, require_masks=False)
     out = Path(args.out) if args.out else run / "eval"
     report = evaluate(detector, test, out, reference=reference, overlays=args.overlays, progress=not args.quiet)
     print(summary_line(report))
@@ -196,15 +197,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _scorer(args: argparse.Namespace):
-    import inspect
-
     from curate.scorer import EAPScorer
 
-    options = parse_overrides(args.set)
-    known = set(inspect.signature(EAPScorer).parameters)
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"unknown scorer option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    from .recipe import checked_options
+
+    options = checked_options(EAPScorer, parse_overrides(args.set), "EAP scorer")
     for name in ("seed", "device"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
@@ -216,9 +213,9 @@ def _scorer_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
     parser.add_argument("dataset", help="folder written by anomalyforge generate")
     parser.add_argument("--normals", default=None, help="normal images (default: the folder the dataset was made from)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=set_help)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the scorer's random subsets (default 0)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU when there is one)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -261,6 +258,8 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
     from synth import ImageFiles, normal_image_paths
     from synth.diffusion import PretrainedDefectDiffusion, ScratchDefectDiffusion, split_shots
 
+    from .recipe import checked_options
+
     data = Path(args.data)
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data} is not a folder")
@@ -269,7 +268,8 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
     if not shots:
         raise ValueError(f"{data}: no readable defect shots")
     normals = ImageFiles(normal_image_paths(args.normals or data))
-    options = parse_overrides(args.set)
+    klass = PretrainedDefectDiffusion if args.backend == "pretrained" else ScratchDefectDiffusion
+    options = checked_options(klass, parse_overrides(args.set), f"{args.backend} diffusion")
     for name in ("seed", "device"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
@@ -283,9 +283,6 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
         options["pretrained"] = args.pretrained
         if args.lora_rank:
             options["lora_rank"] = args.lora_rank
-        klass = PretrainedDefectDiffusion
-    else:
-        klass = ScratchDefectDiffusion
     try:
         generator = klass(**options)
     except TypeError as error:
@@ -320,14 +317,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
-    from .pipeline import run_recipe
+    from synth.files import check_output_folder
+
+    from .pipeline import MANIFEST, run_recipe
     from .recipe import dump_recipe, load_recipe
 
     recipe = load_recipe(args.recipe, args.set)
     out = Path(args.out) if args.out else Path("runs") / recipe["name"]
     if args.check:
+        earlier = check_output_folder(out, MANIFEST, "anomalyforge run")
         print(dump_recipe(recipe), end="")
-        print(f"# recipe {args.recipe} is valid; it would run in {out}")
+        where = f"resume the run in {out} (finished steps are skipped)" if earlier else f"run in {out}"
+        print(f"# recipe {args.recipe} is valid; it would {where}")
         return 0
     start = time.perf_counter()
     result = run_recipe(recipe, out, source=str(args.recipe), progress=not args.quiet)
@@ -347,9 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="synthesise an anomaly dataset from a folder of normal images")
     gen.add_argument("--input", required=True, help="folder of normal images, or an MVTec category (uses train/good)")
     gen.add_argument("--out", required=True, help="output folder (an interrupted run resumes here)")
-    gen.add_argument("--generator", choices=["cutpaste", "nsa", "draem", "diffusion", "mix"], default="mix")
+    gen.add_argument("--generator", choices=["cutpaste", "nsa", "draem", "diffusion", "mix"], default="mix",
+                     help="anomaly generator (default mix: cutpaste, nsa and draem in turn, see --weights)")
     gen.add_argument("--n", type=_positive, default=100, help="number of samples (default 100)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="run seed: same seed and input, same samples (default 0)")
     gen.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
     gen.add_argument("--format", choices=["mvtec", "hf"], default="mvtec",
                      help="mvtec: test/<generator>/ + ground_truth/; hf: hub-ready parquet folder")
@@ -372,9 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("preview", help="contact sheet (image, mask overlay) of a generated dataset")
     pre.add_argument("dataset", help="folder written by anomalyforge generate")
     pre.add_argument("--out", default=None, help="PNG path (default: DATASET/preview.png)")
-    pre.add_argument("--n", type=_positive, default=24)
-    pre.add_argument("--columns", type=_positive, default=4)
-    pre.add_argument("--tile", type=_positive, default=160)
+    pre.add_argument("--n", type=_positive, default=24, help="samples on the sheet (default 24, the first ones)")
+    pre.add_argument("--columns", type=_positive, default=4, help="samples per row (default 4)")
+    pre.add_argument("--tile", type=_positive, default=160, help="size of each picture in pixels (default 160)")
     pre.set_defaults(func=cmd_preview)
 
     train = sub.add_parser("train", help="train a detector on normal images and synthetic anomalies")
@@ -388,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--anomalies", default=None, help="also train on the anomalies of a dataset written by generate")
     train.add_argument("--normals", default=None, help="normal images, when --data is a generated dataset whose input moved")
     train.add_argument("--out", required=True, help="run folder: model/, reference/, train.json")
-    train.add_argument("--epochs", type=_positive, default=None)
+    train.add_argument("--epochs", type=_positive, default=None, help="training epochs (default: the detector's own)")
     train.add_argument("--size", type=_positive, default=256,
                        help="short side of the detector's input (default 256); the long side follows the images' aspect")
     train.add_argument("--aspect", choices=["auto", "square"], default="auto",
@@ -396,11 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=["auto", "object", "texture"], default="auto",
                        help="where anomalies go; auto: object when the image border is uniform")
     train.add_argument("--textures", default=None, help="DRAEM anomaly source textures (default: bundled)")
-    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--seed", type=int, default=None, help="seed of the data split, anomalies and training (default 0)")
     train.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. hidden=512")
     train.add_argument("--no-reference", action="store_true", help="do not fit the normal-only kNN reference")
-    train.add_argument("--quiet", action="store_true")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="metrics and heat-map overlays of a trained detector on a real test split")
@@ -409,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/eval)")
     ev.add_argument("--overlays", type=int, default=16, help="test images to draw heat maps for (default 16)")
     ev.add_argument("--no-reference", action="store_true", help="skip the kNN reference saved with the run")
-    ev.add_argument("--device", default=None)
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
 
     score = sub.add_parser("score", help="EAP quality score of every sample of a generated dataset, with a report")
@@ -456,15 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="generator options, e.g. resolution=128 batch_size=16 num_inference_steps=50")
     fit.add_argument("--preview", type=int, default=3, metavar="N",
                      help="write OUT/preview.png: each type's shots next to N generated defects (0: none)")
-    fit.add_argument("--seed", type=int, default=None)
-    fit.add_argument("--device", default=None)
-    fit.add_argument("--quiet", action="store_true")
+    fit.add_argument("--seed", type=int, default=None, help="seed of the shot choice and training (default 0)")
+    fit.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bars")
     fit.set_defaults(func=cmd_fit_defects)
 
     pub = sub.add_parser("publish", help="push a hub-ready dataset folder to the Hugging Face Hub")
     pub.add_argument("dataset", help="hub-ready folder (generate or curate with --format hf)")
     pub.add_argument("--repo", required=True, help="dataset repo id, user/name")
-    pub.add_argument("--private", action="store_true")
+    pub.add_argument("--private", action="store_true", help="create the dataset repo as private")
     pub.add_argument("--license", default=None, help="license of the source images, for the dataset card")
     pub.set_defaults(func=cmd_publish)
 
@@ -483,11 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a quick look: anomalies on the bundled texture photos and a preview sheet "
                           "(the whole pipeline: anomalyforge run recipes/demo.yaml)")
-    demo.add_argument("--out", default="runs/quick-demo")
-    demo.add_argument("--n", type=_positive, default=48)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--workers", type=_positive, default=1)
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--out", default="runs/quick-demo", help="output folder (default runs/quick-demo)")
+    demo.add_argument("--n", type=_positive, default=48, help="samples to make (default 48)")
+    demo.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    demo.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
     return parser
 

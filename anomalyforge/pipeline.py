@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from curate.manifest import write_atomic, write_json
+from synth.files import check_output_folder
 
 from .recipe import EMBEDDED, dump_recipe
 
@@ -249,11 +250,13 @@ def step_train(ctx: RunContext) -> dict[str, Any]:
         options.setdefault("synth_options", synth_options_for(ctx.recipe["data"]["preset"], textures))
     detector = detector_class(kind)(**options)
     anomalies = None if kind == "knn" else ctx.anomalies_dir
+    shutil.rmtree(ctx.root / "detector", ignore_errors=True)  # what an interrupted attempt wrote
     info = train_run(detector, ctx.train_dir, ctx.root / "detector", anomalies, reference=reference, progress=ctx.progress)
     if info is None:
         raise RuntimeError("recipes run in one process; use `anomalyforge train` under accelerate launch")
     return {"checkpoint": str(ctx.root / "detector" / "model"), "n_normal": info["n_normal"],
             "n_anomalies": info["n_ready_anomalies"], "train_seconds": info["train_seconds"],
+            "reference_train_seconds": info.get("reference_train_seconds"),
             "reference": str(ctx.root / "detector" / "reference") if "reference" in info else None}
 
 
@@ -298,11 +301,12 @@ def step_evaluate(ctx: RunContext) -> dict[str, Any]:
     test_folder = ctx.recipe["data"]["test"]
     if test_folder:
         shots = ctx.outputs("fit_defects").get("shots", [])
-        test = load_test_set(test_folder, detector.input_shape, exclude=shots)
+        test = load_test_set(test_folder, detector.input_shape, exclude=shots, require_masks=False)
         kind = "real test split" + (f" (the {len(shots)} few-shot defects left out)" if shots else "")
     else:
         test = holdout_test_set(ctx, detector.input_shape)
         kind = "synthetic hold-out check"
+    shutil.rmtree(ctx.root / "eval", ignore_errors=True)  # what an interrupted attempt wrote
     report = evaluate(detector, test, ctx.root / "eval", reference=reference, overlays=ctx.recipe["evaluate"]["overlays"],
                       progress=ctx.progress)
     report = {"evaluation": kind, "test_data": test_folder or ctx.outputs("normals")["holdout"], **report}
@@ -367,10 +371,8 @@ def open_run_folder(root: Path, recipe: dict[str, Any], source: str) -> dict[str
     from . import __version__
 
     path = root / MANIFEST
-    if path.exists():
+    if check_output_folder(root, MANIFEST, "anomalyforge run"):
         manifest = json.loads(path.read_text())
-    elif root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"run folder {root} is not empty and holds no anomalyforge run; choose a new --out")
     else:
         manifest = {"name": recipe["name"], "steps": {}, "runs": []}
     manifest.update(anomalyforge=__version__, recipe=RECIPE, source=source)
@@ -402,6 +404,7 @@ def run_recipe(
     for number, step in enumerate(STEPS, 1):
         label = f"[{number}/{len(STEPS)}] {step.name}"
         if not step.wanted(ctx):
+            echo(f"{label}: off in this recipe, skipped")
             prints[step.name] = None
             manifest["steps"][step.name] = {"status": "off"}
             result.off.append(step.name)

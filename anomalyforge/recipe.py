@@ -201,6 +201,21 @@ def constructor_hints(klass: type, skip: tuple[str, ...] = ()) -> dict[str, Any]
     return hints
 
 
+def checked_options(klass: type, options: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Command-line ``--set`` options checked the way a recipe's are: every key a constructor
+    parameter of ``klass``, every value of its type (numbers given as text become numbers)."""
+    hints = constructor_hints(klass)
+    out = {}
+    for key, value in options.items():
+        if key not in hints:
+            raise RecipeError(f"--set {key}: unknown {what} option; known options: {', '.join(sorted(hints))}")
+        ok, converted = conform(value, hints[key])
+        if not ok:
+            raise RecipeError(f"--set {key}={value!r}: {key} must be {describe(hints[key])}")
+        out[key] = converted
+    return out
+
+
 # -- reading -------------------------------------------------------------------------------------
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The recipe file as a mapping (an empty file is an empty recipe)."""

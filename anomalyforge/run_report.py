@@ -160,7 +160,9 @@ def write_run_report(ctx: RunContext) -> Path:
         status = entry.get("status", "")
         seconds = entry.get("seconds")
         rows.append([html.escape(name), html.escape(status), "–" if seconds is None else f"{seconds:.1f}"])
-    parts += ["<h2>Pipeline</h2>", _table(rows, ["step", "status", "seconds (when it ran)"])]
+    parts += ["<h2>Pipeline</h2>", _table(rows, ["step", "status", "seconds (when it ran)"]),
+              "<p>Seconds: the whole step's wall time (for <code>train</code>: loading the images, "
+              "fitting the detector, fitting the kNN reference and saving both).</p>"]
     source = "the embedded demo tiles (scikit-image texture photos)" if recipe["data"]["normals"] == "embedded" else recipe["data"]["normals"]
     parts.append(
         f"<p>Normal images: {normals['n_train']} for training from <code>{html.escape(str(source))}</code>"
@@ -230,7 +232,10 @@ def write_run_report(ctx: RunContext) -> Path:
         parts += [
             "<h2>Detector</h2>",
             f"<p>{html.escape(recipe['train']['detector'])} detector trained on {trained['n_normal']} normal images and "
-            f"{trained['n_anomalies']} synthetic anomalies in {trained['train_seconds']:.0f} s; checkpoint "
+            f"{trained['n_anomalies']} synthetic anomalies; fitting the detector alone took {trained['train_seconds']:.0f} s"
+            + (f" and the kNN reference {trained['reference_train_seconds']:.0f} s"
+               if trained.get("reference_train_seconds") is not None else "")
+            + " (the pipeline table's train time also counts loading the images and saving); checkpoint "
             f"{_link(Path(trained['checkpoint']), out_dir, 'detector/model/')} (safetensors + JSON config)"
             + (f", normal-only reference {_link(Path(trained['reference']), out_dir, 'detector/reference/')}" if trained.get("reference") else "")
             + ".</p>",
@@ -243,8 +248,13 @@ def write_run_report(ctx: RunContext) -> Path:
         if overlays.exists():
             shutil.copy2(overlays, out_dir / "overlays.png")
             parts += ["<h3>Heat maps</h3>",
-                      "<p>The highest- and lowest-scored test images: image, true defect mask (red), detector heat map. "
-                      "Captions: defect type and image score.</p>", "<img src='overlays.png' alt='heat-map overlays'>"]
+                      "<p>Test images, the likeliest errors first: the lowest-scored defect images (a threshold misses "
+                      "these first) and the highest-scored good images (it rejects these first), then the highest-scored "
+                      "defects and the lowest-scored good images. Each: the image with the true defect outlined in red, "
+                      "the detector's heat map (colour scale at the bottom, the same for every image) and a close-up of "
+                      "the heat map around the defect (or its hottest spot). Captions: defect type, the image score "
+                      "(higher means more anomalous; no pass/fail threshold is set) and the share of good test "
+                      "images it scores above.</p>", "<img src='overlays.png' alt='heat-map overlays'>"]
     elif trained:
         parts.append("<h2>Detection</h2><p>Not evaluated: no test data (set <code>data.test</code> or "
                      "<code>data.holdout</code>).</p>")

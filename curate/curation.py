@@ -11,6 +11,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from synth.files import check_output_folder
+
 from .dataset_reader import dataset_format, read_generated
 from .job import RUN_INFO, read_run_info
 from .manifest import write_json
@@ -57,9 +59,7 @@ def curate_dataset(
     fmt = fmt or dataset_format(source)
     if out.resolve() == source.resolve():
         raise ValueError("the curated dataset needs its own folder (--out differs from the input)")
-    if out.exists() and any(out.iterdir()):
-        if not (out / SELECTION_FILE).exists():
-            raise FileExistsError(f"output folder {out} is not empty and holds no curated dataset; choose a new --out")
+    if check_output_folder(out, SELECTION_FILE, "curated dataset"):
         shutil.rmtree(out)  # an earlier curation: made again from the stored scores
     scored = None if rescore else load_scores(source)
     scored_now = scored is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import shutil
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from synth.base import AnomalyGenerator
+from synth.base import AnomalyGenerator, ImageTooSmallError, check_image
+from synth.files import check_output_folder
 from synth.readers import ImageReadError, read_image
 
 from .card import write_dataset_card
@@ -71,11 +73,16 @@ def _make(index: int) -> dict[str, Any]:
         path = ctx.paths[candidate]
         try:
             image = read_image(path)
-            break
         except ImageReadError as error:
             bad.append((str(path), str(error)))
+            continue
+        try:
+            check_image(image)
+            break
+        except ImageTooSmallError as error:  # unusable like an unreadable file: the next source takes its turn
+            bad.append((str(path), f"{path}: {error}"))
     else:
-        return {"index": index, "bad": bad, "error": "no readable source image"}
+        return {"index": index, "bad": bad, "error": "no usable source image"}
     seed = sample_seed(ctx.seed, index)
     try:
         sample = ctx.generator(image, np.random.default_rng(seed))
@@ -162,6 +169,8 @@ def generate_dataset(
         "version": __version__, **(info or {}),
     }
     _check_same_run(out, run)
+    existed = out.exists()
+    fresh = not existed or not any(out.iterdir())  # nothing of the user's is in it
     writer = make_writer(fmt, out, n, shard_size)
     done = writer.open()
     write_json(out / RUN_INFO, {**run, "complete": False})
@@ -174,7 +183,7 @@ def generate_dataset(
             for path, error in result["bad"]:
                 if path not in report.bad_files:
                     report.bad_files[path] = error
-                    tqdm.write(f"skipping unreadable image: {error}")
+                    tqdm.write(f"skipping unusable image: {error}")
             if "sample" in result:
                 writer.write(result["sample"])
                 report.written += 1
@@ -185,9 +194,19 @@ def generate_dataset(
             bar.update(1)
             if on_sample is not None:
                 on_sample(result["index"])
+            if len(report.bad_files) == len(paths):
+                break  # no usable image left: every further sample would fail the same way
     finally:
         bar.close()
         writer.close()
+    if report.written == 0 and not done and len(report.bad_files) == len(paths):
+        if fresh:  # nothing usable was made: leave no half-made dataset behind
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if not existed:
+                out.rmdir()
+        listed = "; ".join(list(report.bad_files.values())[:3]) + (" ..." if len(paths) > 3 else "")
+        raise ValueError(f"none of the {len(paths)} input images is usable ({listed})")
     complete = not report.failed
     final = {**run, "complete": complete, "failed": report.failed, "skipped_files": report.bad_files}
     write_json(out / RUN_INFO, final)
@@ -202,16 +221,22 @@ def read_run_info(root: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+RUN_KEYS = ("format", "n", "seed", "generator", "generator_config", "shard_size")  # what makes two runs the same
+
+
 def _check_same_run(out: Path, run: dict[str, Any]) -> None:
-    info_path = out / RUN_INFO
-    if not info_path.exists():
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"output folder {out} is not empty and holds no anomalyforge run; choose a new --out")
+    """Refuse a folder that holds something else: no run of ours, or a run with other settings. The
+    same settings with a larger ``n`` grow the dataset (sample ``i`` does not depend on ``n``)."""
+    if not check_output_folder(out, RUN_INFO, "generated dataset"):
         return
-    previous = json.loads(info_path.read_text())
-    for key in ("format", "n", "seed", "generator", "generator_config", "shard_size"):
-        if previous.get(key) != run.get(key):
-            raise FileExistsError(
-                f"output folder {out} holds a different run ({key}: {previous.get(key)!r} there, "
-                f"{run.get(key)!r} now); resume with the same options or choose a new --out"
-            )
+    previous = json.loads((out / RUN_INFO).read_text())
+    differences = [(key, previous.get(key), run.get(key)) for key in RUN_KEYS if previous.get(key) != run.get(key)]
+    if not differences:
+        return
+    if [key for key, _, _ in differences] == ["n"] and isinstance(previous.get("n"), int) and run["n"] > previous["n"]:
+        return  # growing: the samples already there are kept
+    listed = "; ".join(f"{key}: {there!r} there, {now!r} now" for key, there, now in differences)
+    raise FileExistsError(
+        f"output folder {out} holds a different run ({listed}); resume with the same options (a larger --n "
+        f"grows it) or choose a new --out"
+    )

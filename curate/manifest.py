@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from synth.files import atomic_path, write_atomic
 
 MANIFEST = "manifest.jsonl"
 
@@ -35,14 +36,11 @@ class Manifest:
 
     def rewrite(self, records: Iterable[dict]) -> None:
         """Replace the whole file atomically (used to drop lines without data after a crash)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-manifest-")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
             for record in sorted(records, key=lambda r: r["index"]):
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
 
     def append(self, records: Iterable[dict]) -> None:
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
@@ -51,20 +49,6 @@ class Manifest:
         # no fsync: a line lost to an OS crash only means its sample is made again on resume
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(lines)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes so that the file is either absent or complete, never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path: Path, data: Any, default: Callable[[Any], Any] | None = None) -> None:

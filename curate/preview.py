@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import cv2
 import numpy as np
 
+from synth.files import write_atomic
 
-def mask_overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
-    """The image with the mask tinted in (soft masks by their value) and outlined."""
+
+def mask_overlay(
+    image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40), fill: bool = True
+) -> np.ndarray:
+    """The image with the mask tinted in (soft masks by their value) and outlined; ``fill=False``
+    draws the outline alone, leaving the defect itself visible."""
     rgb = image if image.ndim == 3 and image.shape[2] == 3 else cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
-    alpha = 0.45 * np.clip(mask, 0, 1)[..., None]
+    alpha = (0.45 if fill else 0.0) * np.clip(mask, 0, 1)[..., None]
     out = (rgb * (1 - alpha) + np.asarray(colour, np.float32) * alpha).astype(np.uint8)
     contours, _ = cv2.findContours((mask > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, colour, 1)
@@ -30,6 +33,21 @@ def heatmap_overlay(image: np.ndarray, scores: np.ndarray, vmin: float | None = 
     norm = np.clip((scores - lo) / max(hi - lo, 1e-12), 0, 1)
     heat = cv2.cvtColor(cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(rgb, 0.55, heat, 0.45, 0)
+
+
+def colour_bar(width: int, low: float, high: float, label: str = "anomaly score", height: int = 14) -> np.ndarray:
+    """The heat-map colour scale as a strip (low on the left, high on the right) with its values written
+    under it, to put under a sheet of heat maps drawn on that one scale."""
+    ramp = np.linspace(0, 255, max(2, width - 8)).astype(np.uint8)[None].repeat(height, 0)
+    strip = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    bar = np.full((height + 26, width, 3), 255, np.uint8)
+    bar[4 : 4 + height, 4 : 4 + strip.shape[1]] = strip
+    font, y = cv2.FONT_HERSHEY_SIMPLEX, height + 20
+    cv2.putText(bar, f"{low:.3g}", (4, y), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    right = f"{high:.3g}"
+    cv2.putText(bar, right, (width - 8 - 7 * len(right), y), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(bar, label, (max(4, width // 2 - 3 * len(label)), y), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
 
 
 def fit_tile(image: np.ndarray, size: int) -> np.ndarray:
@@ -70,21 +88,17 @@ def contact_sheet(
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
     """Write an RGB (or grey) image as PNG atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
     ok, data = cv2.imencode(".png", bgr)
     if not ok:
         raise ValueError(f"could not encode {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data.tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, data.tobytes())
     return path
 
 
 def close_up(image: np.ndarray, mask: np.ndarray, context: float = 1.5, min_size: int = 48) -> list[np.ndarray]:
     """A window around a defect, plain and with its mask overlaid: small defects stay visible."""
-    from synth.diffusion.crops import defect_window
+    from synth.defect_masks import defect_window
 
     y0, y1, x0, x1 = defect_window(mask > 0, context=context, min_size=min_size)
     return [image[y0:y1, x0:x1], mask_overlay(image[y0:y1, x0:x1], mask[y0:y1, x0:x1])]

@@ -183,9 +183,7 @@ class HubFolderWriter(DatasetWriter):
     def open(self) -> set[int]:
         (self.root / "data").mkdir(parents=True, exist_ok=True)
         remove_temporaries(self.root)
-        stale = [p for p in (self.root / "data").glob("train-*.parquet") if not p.name.endswith(f"-of-{self.n_shards:05d}.parquet")]
-        if stale:
-            raise FileExistsError(f"{self.root} holds shards of a run with another size ({stale[0].name}); use a new output folder")
+        self._adopt_shards_of_smaller_run()
         records = self.manifest.load()
         backed: dict[int, dict] = {}
         for shard in range(self.n_shards):
@@ -193,10 +191,24 @@ class HubFolderWriter(DatasetWriter):
             if not path.exists():
                 continue
             for record in self._shard_records(path, shard):
-                backed[record["index"]] = records.get(record["index"], record)
+                backed[record["index"]] = {**records.get(record["index"], record), "shard": record["shard"], "row": record["row"]}
         if self.manifest.path.exists() or backed:
             self.manifest.rewrite(backed.values())
         return set(backed)
+
+    def _adopt_shards_of_smaller_run(self) -> None:
+        """A dataset grown to a larger ``total``: its full shards are renamed to the new shard count, a
+        last partial one is dropped (its samples are made again, identical)."""
+        for path in (self.root / "data").glob("train-*-of-*.parquet"):
+            if path.name.endswith(f"-of-{self.n_shards:05d}.parquet"):
+                continue
+            shard = int(path.name.split("-")[1])
+            if shard >= self.n_shards:
+                raise FileExistsError(f"{self.root} holds shards of a larger run ({path.name}); use a new output folder")
+            if pq.ParquetFile(path).metadata.num_rows == len(self.shard_range(shard)):
+                path.replace(self.shard_path(shard))
+            else:
+                path.unlink()
 
     def _shard_records(self, path: Path, shard: int) -> list[dict]:
         """Manifest records rebuilt from a shard's own columns (after a crash before the manifest append)."""

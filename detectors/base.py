@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-
+from synth.files import atomic_path, write_atomic
 from synth.saved import read_saved_config
 
 from .sizing import STRIDE, Aspect, SizeRule, resize_to
@@ -189,17 +189,21 @@ class Detector(ABC):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in self._weights().items()}
-        save_file(weights, str(directory / WEIGHTS_NAME))
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(weights, str(tmp))
         config = {"detector": self.kind, "version": __version__, "config": self.get_config(), "state": self.state}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_atomic(directory / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
         return directory
 
     save_pretrained = save
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> "Detector":
-        """Rebuild a saved detector; on the base class, the saved kind picks the subclass."""
+        """Rebuild a saved detector; on the base class, the saved kind picks the subclass. A run folder
+        written by ``anomalyforge train`` (the detector in its ``model/``) is accepted too."""
         directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file() and (directory / "model" / CONFIG_NAME).is_file():
+            directory = directory / "model"
         saved, kind, config_path = read_saved_config(directory, CONFIG_NAME, "detector", "detector")
         klass = _REGISTRY.get(kind)
         if klass is None:

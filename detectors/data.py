@@ -10,6 +10,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
+from synth.base import MIN_SIDE, ImageTooSmallError, check_image
 from synth.readers import ImageReadError, mvtec_test_images, normal_image_paths, read_image, read_mask
 
 from .base import Anomaly
@@ -36,23 +37,34 @@ def load_normals(folder: str | Path, rule: SizeRule | tuple[int, int], limit: in
     size ``rule`` gives for them (or to a given (height, width)); unreadable files are skipped with a
     warning that names them."""
     paths = normal_image_paths(folder)[:limit]
-    shape = rule.shape_for(image_shapes(paths) or [(1, 1)]) if isinstance(rule, SizeRule) else tuple(rule)
+    if isinstance(rule, SizeRule):
+        usable = [s for s in image_shapes(paths) if min(s) >= MIN_SIDE]
+        shape = rule.shape_for(usable or [(1, 1)])
+    else:
+        shape = tuple(rule)
     images, kept, skipped = [], [], {}
     for path in paths:
         try:
-            images.append(resize_to(read_image(path), shape))
+            images.append(resize_to(check_image(read_image(path)), shape))
             kept.append(path)
         except ImageReadError as error:
             log.warning("skipping %s", error)
             skipped[str(path)] = str(error)
+        except ImageTooSmallError as error:  # readable, but nothing can be learned from a few pixels
+            log.warning("skipping %s: %s", path, error)
+            skipped[str(path)] = f"{path}: {error}"
     if not images:
-        raise ValueError(f"no readable normal images in {folder}")
+        reasons = "; ".join(list(skipped.values())[:3]) + (" ..." if len(skipped) > 3 else "")
+        raise ValueError(f"no usable normal images in {folder}: {len(skipped)} skipped ({reasons})")
     return ImageSet(images, kept, skipped)
 
 
 @dataclass
 class TestSet:
-    """An MVTec-layout test split: images and binary masks at one shape, labels and defect types."""
+    """An MVTec-layout test split: images and binary masks at one shape, labels and defect types.
+    ``has_mask`` is False for a defect image without a mask (its mask is empty and unused)."""
+
+    __test__ = False  # not a pytest test class
 
     images: list[np.ndarray]
     masks: list[np.ndarray]
@@ -60,14 +72,22 @@ class TestSet:
     defects: list[str]
     paths: list[Path]
     skipped: dict[str, str] = field(default_factory=dict)
+    has_mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.has_mask is None:
+            self.has_mask = np.ones(len(self.images), bool)
 
 
-def load_test_set(folder: str | Path, shape: tuple[int, int], exclude: Collection[str | Path] = ()) -> TestSet:
+def load_test_set(
+    folder: str | Path, shape: tuple[int, int], exclude: Collection[str | Path] = (), require_masks: bool = True
+) -> TestSet:
     """``test/<defect>/`` images with ``ground_truth`` masks; unreadable files are skipped and listed.
-    Files in ``exclude`` (e.g. the real defects a few-shot generator learned from) are left out."""
-    images, masks, labels, defects, paths, skipped = [], [], [], [], [], {}
+    Files in ``exclude`` (e.g. the real defects a few-shot generator learned from) are left out.
+    Without ``require_masks``, defect images may come without masks (image labels only)."""
+    images, masks, labels, defects, paths, has_mask, skipped = [], [], [], [], [], [], {}
     left_out = {Path(p).resolve() for p in exclude}
-    for item in mvtec_test_images(folder):
+    for item in mvtec_test_images(folder, require_masks):
         if left_out and Path(item.path).resolve() in left_out:
             continue
         try:
@@ -82,9 +102,10 @@ def load_test_set(folder: str | Path, shape: tuple[int, int], exclude: Collectio
         labels.append(item.label)
         defects.append(item.defect)
         paths.append(item.path)
+        has_mask.append(item.label == 0 or item.mask_path is not None)
     if not images:
         raise ValueError(f"no readable test images in {folder}")
-    return TestSet(images, masks, np.array(labels), defects, paths, skipped)
+    return TestSet(images, masks, np.array(labels), defects, paths, skipped, np.array(has_mask, bool))
 
 
 def is_generated_dataset(folder: str | Path) -> bool:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from synth.files import check_output_folder, write_atomic
+
 from .base import Detector, Prediction
 from .data import TestSet
 from .metrics import detection_metrics
@@ -24,10 +26,36 @@ def maps_at(prediction: Prediction, shape: tuple[int, int]) -> Prediction:
     return Prediction(prediction.scores, np.stack([resize_to(m, shape) for m in prediction.maps]))
 
 
+PIXEL_METRICS = ("pixel_auroc", "pixel_ap", "au_pro")
+
+
+def check_test_set(test: TestSet) -> None:
+    """Detection metrics need good and defect images; say which are missing."""
+    n_good, n_bad = int((test.labels == 0).sum()), int((test.labels == 1).sum())
+    if not n_good or not n_bad:
+        has, lacks = ("good", "defect") if n_good else ("defect", "good")
+        where = "test/<defect type>/ folders" if n_good else "a test/good/ folder"
+        raise ValueError(
+            f"the test split holds only {has} images ({len(test.labels)}); detection metrics (AUROC) need "
+            f"{lacks} images as well, in {where}"
+        )
+
+
 def metrics_for(prediction: Prediction, test: TestSet) -> dict[str, Any]:
-    """All metrics, plus image AUROC per defect type (that type against the good images)."""
+    """All metrics, plus image AUROC per defect type (that type against the good images). Pixel
+    metrics cover the images that have masks (good images, and defect images with a mask); they are
+    None when no defect image has one."""
     prediction = maps_at(prediction, test.masks[0].shape)
-    result: dict[str, Any] = detection_metrics(prediction.scores, test.labels, prediction.maps, test.masks)
+    result: dict[str, Any] = detection_metrics(prediction.scores, test.labels)
+    masked = np.nonzero(test.has_mask)[0]
+    if test.labels[masked].any():
+        pixel = detection_metrics(
+            prediction.scores[masked], test.labels[masked], [prediction.maps[i] for i in masked], [test.masks[i] for i in masked]
+        )
+        result.update({key: pixel[key] for key in PIXEL_METRICS})
+    else:
+        result.update(dict.fromkeys(PIXEL_METRICS))
+    result["n_defects_with_mask"] = int(test.labels[masked].sum())
     per_defect = {}
     defects = np.array(test.defects)
     for defect in sorted(set(test.defects) - {"good"}):
@@ -38,25 +66,81 @@ def metrics_for(prediction: Prediction, test: TestSet) -> dict[str, Any]:
     return result
 
 
+def per_image(test: TestSet, prediction: Prediction, reference: Prediction | None = None) -> list[dict[str, Any]]:
+    """One row per test image: path, label (0 good, 1 defect), defect type and score."""
+    rows = []
+    for i, path in enumerate(test.paths):
+        row = {"path": str(path), "label": int(test.labels[i]), "defect": test.defects[i], "score": float(prediction.scores[i])}
+        if reference is not None:
+            row["reference_score"] = float(reference.scores[i])
+        rows.append(row)
+    return rows
+
+
+def overlay_choice(prediction: Prediction, test: TestSet, count: int) -> list[tuple[int, str]]:
+    """Which test images to draw, and why: the likeliest errors first (the lowest-scored defect images,
+    which a threshold misses first, and the highest-scored good images, which it rejects first),
+    then the highest-scored defects and the lowest-scored good images; about a quarter of ``count`` each."""
+    scores, labels = prediction.scores, test.labels
+    defects = sorted(np.nonzero(labels == 1)[0], key=lambda i: scores[i])
+    goods = sorted(np.nonzero(labels == 0)[0], key=lambda i: -scores[i])
+    groups = [("lowest-scored", defects), ("highest-scored", goods), ("highest-scored", defects[::-1]), ("lowest-scored", goods[::-1])]
+    chosen: list[tuple[int, str]] = []
+    queues = [(name, [int(i) for i in order]) for name, order in groups]
+
+    def take(name: str, queue: list[int]) -> bool:
+        while queue:
+            i = queue.pop(0)
+            if all(i != j for j, _ in chosen):
+                chosen.append((i, name))
+                return True
+        return False
+
+    for name, queue in queues:  # about a quarter each
+        for _ in range(max(1, count // 4)):
+            if len(chosen) < count:
+                take(name, queue)
+    while len(chosen) < count and any(take(name, queue) for name, queue in queues if len(chosen) < count):
+        pass  # a group that ran short leaves its places to the others
+    return chosen
+
+
+def _zoom(picture: np.ndarray, mask: np.ndarray, score_map: np.ndarray) -> np.ndarray:
+    """A close-up around the defect's mask, or around the highest score where there is no mask."""
+    from synth.defect_masks import defect_window
+
+    focus = mask > 0
+    if not focus.any():
+        focus = np.zeros(score_map.shape, bool)
+        focus[np.unravel_index(int(np.argmax(score_map)), score_map.shape)] = True
+    y0, y1, x0, x1 = defect_window(focus, context=1.5, min_size=max(16, min(mask.shape) // 4))
+    return picture[y0:y1, x0:x1]
+
+
 def write_overlays(prediction: Prediction, test: TestSet, out: Path, count: int = 16) -> Path | None:
-    """Heat-map overlays of the highest- and lowest-scored test images (one PNG each, plus a sheet)."""
-    from curate.preview import contact_sheet, heatmap_overlay, mask_overlay, save_png
+    """Heat-map overlays (one PNG per image: mask outline | heat map, full size) and a sheet of them
+    with a close-up around each defect, the worst errors first, and the heat maps' colour scale."""
+    from curate.preview import colour_bar, contact_sheet, heatmap_overlay, mask_overlay, save_png
 
     if count <= 0:
         return None
     out.mkdir(parents=True, exist_ok=True)
-    order = np.argsort(-prediction.scores)
-    top = list(order[: (count + 1) // 2])
-    chosen = top + [i for i in order[::-1][: count // 2] if i not in top]
     vmin, vmax = float(np.percentile(prediction.maps, 1)), float(np.percentile(prediction.maps, 99.9))
+    good_scores = np.sort(prediction.scores[test.labels == 0])
     panels = []
-    for i in chosen:
-        image = test.images[i]
+    for i, why in overlay_choice(prediction, test, count):
+        image, mask, score = test.images[i], test.masks[i], float(prediction.scores[i])
+        outline = mask_overlay(image, mask, fill=False)
         heat = heatmap_overlay(image, prediction.maps[i], vmin=vmin, vmax=vmax)
-        name = f"{test.defects[i]}_{Path(test.paths[i]).stem}"
-        save_png(out / f"{name}.png", np.concatenate([mask_overlay(image, test.masks[i]), heat], axis=1))
-        panels.append(([image, mask_overlay(image, test.masks[i]), heat], f"{test.defects[i]} {prediction.scores[i]:.3g}"))
-    return save_png(out.parent / "overlays.png", contact_sheet(panels, columns=2, tile=160))
+        save_png(out / f"{test.defects[i]}_{Path(test.paths[i]).stem}.png", np.concatenate([outline, heat], axis=1))
+        above = 100.0 * np.searchsorted(good_scores, score) / max(1, len(good_scores))
+        caption = f"{why} {test.defects[i]}: {score:.3g}, above {above:.0f}% of good"
+        panels.append(([outline, heat, _zoom(heat, mask, prediction.maps[i])], caption))
+    sheet = contact_sheet(panels, columns=2, tile=200)
+    bar = colour_bar(min(sheet.shape[1], 600), vmin, vmax, "anomaly map (same scale on every image)")
+    footer = np.full((bar.shape[0], sheet.shape[1], 3), 255, np.uint8)
+    footer[:, : bar.shape[1]] = bar
+    return save_png(out.parent / "overlays.png", np.concatenate([sheet, footer], axis=0))
 
 
 def evaluate(
@@ -67,9 +151,11 @@ def evaluate(
     overlays: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Predict the test set, write ``metrics.json`` and overlays into ``out``; returns the metrics."""
+    """Predict the test set, write ``metrics.json`` (metrics and per-image scores) and overlays into
+    ``out``; returns the report. Checks the output folder and the test split before predicting."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, "metrics.json", "evaluation")
+    check_test_set(test)
     prediction = detector.predict(test.images, progress=progress)
     report: dict[str, Any] = {
         "detector": detector.kind,
@@ -78,21 +164,31 @@ def evaluate(
         "skipped_files": test.skipped,
         "metrics": metrics_for(prediction, test),
     }
+    reference_prediction = None
     if reference is not None:
-        report["reference"] = {"detector": reference.kind, "metrics": metrics_for(reference.predict(test.images, progress=progress), test)}
+        reference_prediction = reference.predict(test.images, progress=progress)
+        report["reference"] = {"detector": reference.kind, "metrics": metrics_for(reference_prediction, test)}
+    report["images"] = per_image(test, prediction, reference_prediction)
+    out.mkdir(parents=True, exist_ok=True)
     sheet = write_overlays(prediction, test, out / "overlays", overlays)
     report["overlays"] = str(sheet) if sheet else None
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def summary_line(report: dict[str, Any]) -> str:
     m = report["metrics"]
     text = (
-        f"{report['detector']}: image AUROC {m['image_auroc']:.3f}, pixel AUROC {m['pixel_auroc']:.3f}, "
-        f"AU-PRO {m['au_pro']:.3f}, pixel AP {m['pixel_ap']:.3f}"
+        f"{report['detector']}: image AUROC {_fmt(m['image_auroc'])}, pixel AUROC {_fmt(m['pixel_auroc'])}, "
+        f"AU-PRO {_fmt(m['au_pro'])}, pixel AP {_fmt(m['pixel_ap'])}"
     )
+    if m["pixel_auroc"] is None:
+        text += " (no defect masks: image metrics only)"
     if "reference" in report:
         r = report["reference"]["metrics"]
-        text += f" | {report['reference']['detector']} reference: image AUROC {r['image_auroc']:.3f}, pixel AUROC {r['pixel_auroc']:.3f}"
+        text += f" | {report['reference']['detector']} reference: image AUROC {_fmt(r['image_auroc'])}, pixel AUROC {_fmt(r['pixel_auroc'])}"
     return text

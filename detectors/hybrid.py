@@ -366,6 +366,8 @@ class HybridDetector(Detector):
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         patches = self.model.features(to_batch(images, self.input_shape).to(device))
         fused_map, fused_image = self.model(patches)
-        both = F.interpolate(torch.cat([fused_map, fused_image], 1), size=self.input_shape, mode="bilinear", align_corners=False)
-        both = gaussian_blur(both.reshape(-1, 1, *self.input_shape), self.sigma).view(len(images), 2, *self.input_shape)
-        return self._image_scores(both[:, 1:2]), both[:, 0:1]
+        same = bool(self.model.fusion_weights[0] == self.model.fusion_weights[1])  # one map serves both
+        grids = fused_map if same else torch.cat([fused_map, fused_image], 1)
+        up = F.interpolate(grids, size=self.input_shape, mode="bilinear", align_corners=False)
+        up = gaussian_blur(up.reshape(-1, 1, *self.input_shape), self.sigma).view(len(images), -1, *self.input_shape)
+        return self._image_scores(up[:, -1:]), up[:, 0:1]

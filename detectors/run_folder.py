@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from synth.files import check_output_folder, write_atomic
+
 from .base import Detector, detector_class
 from .data import load_generated_anomalies, load_normals
 
@@ -25,6 +27,7 @@ def train_run(
     in the non-main processes of an ``accelerate launch``, which write nothing)."""
     from accelerate import PartialState
 
+    check_output_folder(out, "train.json", "detector run")  # before the training, not after it
     normals = load_normals(normals_dir, detector.size_rule)
     anomalies = load_generated_anomalies(anomalies_dir, normals.shape, normal_paths=normals.paths) if anomalies_dir else []
     out = Path(out)
@@ -46,10 +49,15 @@ def train_run(
         knn = detector_class("knn")(
             image_size=detector.image_size, aspect=detector.aspect, max_side=detector.max_side, seed=detector.seed, device=detector.device
         )
+        if progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{detector.kind} trained in {train_s:.0f} s; now fitting the normal-only kNN reference "
+                       "(the baseline evaluate compares with; --no-reference skips it)")
         start = time.perf_counter()
         knn.fit(normals.images, progress=progress)
         info["reference_train_seconds"] = round(time.perf_counter() - start, 1)
         knn.save(out / "reference")
         info["reference"] = "reference"
-    (out / "train.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    write_atomic(out / "train.json", (json.dumps(info, indent=2, default=str) + "\n").encode())
     return info

@@ -26,6 +26,13 @@ class Sample:
         return self.label > 0
 
 
+MIN_SIDE = 8  # the smallest image side a generator can place an anomaly in
+
+
+class ImageTooSmallError(ValueError):
+    """A readable image too small to hold an anomaly (a job skips it like an unreadable file)."""
+
+
 def check_image(image: np.ndarray) -> np.ndarray:
     """Validate a normal image: uint8, HxW, HxWx1 or HxWx3."""
     if not isinstance(image, np.ndarray):
@@ -34,8 +41,11 @@ def check_image(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must be uint8, got {image.dtype}")
     if image.ndim == 3 and image.shape[2] not in (1, 3) or image.ndim not in (2, 3):
         raise ValueError(f"image must be HxW, HxWx1 or HxWx3, got shape {image.shape}")
-    if image.shape[0] < 8 or image.shape[1] < 8:
-        raise ValueError(f"image is too small to hold an anomaly: {image.shape[:2]}")
+    if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
+        raise ImageTooSmallError(
+            f"image is too small to hold an anomaly: {image.shape[1]}x{image.shape[0]} px "
+            f"(at least {MIN_SIDE}x{MIN_SIDE} needed)"
+        )
     return image
 
 

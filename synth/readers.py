@@ -146,8 +146,9 @@ class TestImage:
         return 0 if self.defect == "good" else 1
 
 
-def mvtec_test_images(folder: str | Path) -> list[TestImage]:
-    """The ``test/<defect>/`` images of an MVTec category with ``ground_truth/<defect>/<stem>_mask.png``."""
+def mvtec_test_images(folder: str | Path, require_masks: bool = True) -> list[TestImage]:
+    """The ``test/<defect>/`` images of an MVTec category with ``ground_truth/<defect>/<stem>_mask.png``
+    (without ``require_masks``, a defect image without its mask has ``mask_path`` None: image labels only)."""
     folder = Path(folder)
     test_dir = folder / "test"
     if not test_dir.is_dir():
@@ -159,7 +160,9 @@ def mvtec_test_images(folder: str | Path) -> list[TestImage]:
             if defect_dir.name != "good":
                 mask = folder / "ground_truth" / defect_dir.name / f"{path.stem}_mask.png"
                 if not mask.is_file():
-                    raise FileNotFoundError(f"{path}: mask {mask} is missing")
+                    if require_masks:
+                        raise FileNotFoundError(f"{path}: mask {mask} is missing")
+                    mask = None
             images.append(TestImage(path, defect_dir.name, mask))
     return images
 

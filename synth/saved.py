@@ -12,6 +12,10 @@ def read_saved_config(directory: str | Path, filename: str, key: str, what: str)
     a missing or unreadable file is an error naming it (``what`` says what was expected)."""
     directory = Path(directory)
     path = directory / filename
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory} does not exist")
+    if not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is not a folder (a saved {what} is a folder)")
     if not path.is_file():
         raise FileNotFoundError(f"{directory} holds no saved {what} ({filename} is missing)")
     try:

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 from conftest import textured
 
@@ -60,3 +61,60 @@ def test_console_script_runs_the_demo(tmp_path):
     assert "preview sheet:" in result.stdout
     assert (tmp_path / "demo" / "preview.png").is_file()
     assert len(list((tmp_path / "demo" / "normal").glob("*.png"))) == 12
+
+
+def test_generate_skips_an_image_too_small_and_still_makes_n(tmp_path, folder, capsys):
+    cv2.imwrite(str(folder / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
+    out = tmp_path / "out"
+    assert main(["generate", "--input", str(folder), "--generator", "cutpaste", "--n", "12", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert "wrote 12 samples" in printed.out and "1 unusable input files skipped" in printed.out
+    assert (printed.out + printed.err).count("tiny.png") == 1  # named once
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and not any("tiny" in r["source"] for r in records)
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["complete"] and "too small" in next(iter(info["skipped_files"].values()))
+
+
+def test_generate_with_no_usable_image_leaves_no_output(tmp_path, capsys):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(folder / f"{k}.png"), np.zeros((4, 3, 3), np.uint8))
+    out = tmp_path / "out"
+    assert main(["generate", "--input", str(folder), "--generator", "draem", "--n", "5", "--out", str(out), "--quiet"]) == 2
+    assert "none of the 2 input images is usable" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt", ["mvtec", "hf"])
+def test_generate_grows_a_dataset_and_names_every_difference(tmp_path, folder, fmt, capsys):
+    from curate.dataset_reader import read_generated
+
+    common = ["generate", "--input", str(folder), "--generator", "cutpaste", "--seed", "3", "--format", fmt,
+              "--shard-size", "4", "--quiet"]
+    grown, fresh = tmp_path / "grown", tmp_path / "fresh"
+    assert main(common + ["--n", "6", "--out", str(grown)]) == 0
+    assert main(common + ["--n", "10", "--out", str(grown)]) == 0
+    kept = 6 if fmt == "mvtec" else 4  # hf remakes the samples of a partial last shard
+    assert f"{kept} were already there" in capsys.readouterr().out
+    assert main(common + ["--n", "10", "--out", str(fresh)]) == 0
+    a, b = list(read_generated(grown)), list(read_generated(fresh))
+    assert [s.record["index"] for s in a] == list(range(10)) == [s.record["index"] for s in b]
+    for x, y in zip(a, b):
+        assert np.array_equal(x.image, y.image) and np.array_equal(x.mask, y.mask)
+    capsys.readouterr()
+    assert main(common[:6] + ["4"] + common[7:] + ["--n", "5", "--out", str(grown)]) == 2
+    err = capsys.readouterr().err
+    assert "n: 10 there, 5 now" in err and "seed: 3 there, 4 now" in err
+
+
+def test_every_option_of_every_command_has_a_help_line():
+    import argparse
+
+    from anomalyforge.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{name} {action.option_strings or action.dest}" for name, sub in commands.items()
+               for action in sub._actions if not action.help]
+    assert not missing

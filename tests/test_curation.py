@@ -263,7 +263,7 @@ def test_score_and_curate_commands(tmp_path, normal_folder, capsys):
     generators = [s.record["generator"] for s in read_generated(tmp_path / "cur")]
     assert generators.count("cutpaste") <= 1
     assert main(["score", str(dataset), "--quiet", "--set", "colour=1"]) == 2
-    assert "unknown scorer option(s) colour" in capsys.readouterr().err
+    assert "--set colour: unknown EAP scorer option" in capsys.readouterr().err
     assert main(["curate", str(dataset), "--out", str(dataset / "test"), "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
 

@@ -110,6 +110,8 @@ def test_required_normals_and_a_run_folder_that_is_not_a_run(tmp_path, recipe_fi
     (other / "notes.txt").write_text("mine")
     assert main(["run", str(recipe_file), "--out", str(other)]) == 2
     assert "holds no anomalyforge run" in capsys.readouterr().err
+    assert main(["run", str(recipe_file), "--out", str(other), "--check"]) == 2  # --check says so too
+    assert "holds no anomalyforge run" in capsys.readouterr().err
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
 
@@ -151,6 +153,9 @@ def test_tiny_recipe_runs_end_to_end_then_skips_finished_steps(recipe_file, tmp_
     assert main(["run", str(recipe_file), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert f"report: {out / 'report' / 'index.html'}" in printed.strip().splitlines()[-1]
+    steps = [line for line in printed.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] + "]" for line in steps] == [f"[{k}/8]" for k in range(1, 9)]  # no silent gaps
+    assert "[2/8] fit_defects: off in this recipe, skipped" in steps
 
     resolved = yaml.safe_load((out / "recipe.yaml").read_text())
     assert resolved["train"]["epochs"] == 2 and resolved["data"]["test"] == str((tmp_path / "cat").resolve())
