@@ -252,7 +252,7 @@ def write_run_report(ctx: RunContext) -> Path:
                       "these first) and the highest-scored good images (it rejects these first), then the highest-scored "
                       "defects and the lowest-scored good images. Each: the image with the true defect outlined in red, "
                       "the detector's heat map (colour scale at the bottom, the same for every image) and a close-up of "
-                      "the heat map around the defect (or its hottest spot). Captions: defect type, the image score "
+                      "the image around the defect (or the heat map's hottest spot). Captions: defect type, the image score "
                       "(higher means more anomalous; no pass/fail threshold is set) and the share of good test "
                       "images it scores above.</p>", "<img src='overlays.png' alt='heat-map overlays'>"]
     elif trained:

@@ -106,20 +106,22 @@ def overlay_choice(prediction: Prediction, test: TestSet, count: int) -> list[tu
 
 
 def _zoom(picture: np.ndarray, mask: np.ndarray, score_map: np.ndarray) -> np.ndarray:
-    """A close-up around the defect's mask, or around the highest score where there is no mask."""
+    """A close-up around the defect's mask, or around the highest score where there is no mask: a
+    faint or small defect that a whole-image tile hides."""
     from synth.defect_masks import defect_window
 
     focus = mask > 0
     if not focus.any():
         focus = np.zeros(score_map.shape, bool)
         focus[np.unravel_index(int(np.argmax(score_map)), score_map.shape)] = True
-    y0, y1, x0, x1 = defect_window(focus, context=1.5, min_size=max(16, min(mask.shape) // 4))
+    y0, y1, x0, x1 = defect_window(focus, context=0.75, min_size=max(16, min(mask.shape) // 4))
     return picture[y0:y1, x0:x1]
 
 
 def write_overlays(prediction: Prediction, test: TestSet, out: Path, count: int = 16) -> Path | None:
     """Heat-map overlays (one PNG per image: mask outline | heat map, full size) and a sheet of them
-    with a close-up around each defect, the worst errors first, and the heat maps' colour scale."""
+    with a close-up of the image around each defect (or the hottest spot), the likeliest errors
+    first, and the heat maps' colour scale."""
     from curate.preview import colour_bar, contact_sheet, heatmap_overlay, mask_overlay, save_png
 
     if count <= 0:
@@ -135,7 +137,7 @@ def write_overlays(prediction: Prediction, test: TestSet, out: Path, count: int 
         save_png(out / f"{test.defects[i]}_{Path(test.paths[i]).stem}.png", np.concatenate([outline, heat], axis=1))
         above = 100.0 * np.searchsorted(good_scores, score) / max(1, len(good_scores))
         caption = f"{why} {test.defects[i]}: {score:.3g}, above {above:.0f}% of good"
-        panels.append(([outline, heat, _zoom(heat, mask, prediction.maps[i])], caption))
+        panels.append(([outline, heat, _zoom(outline, mask, prediction.maps[i])], caption))
     sheet = contact_sheet(panels, columns=2, tile=200)
     bar = colour_bar(min(sheet.shape[1], 600), vmin, vmax, "anomaly map (same scale on every image)")
     footer = np.full((bar.shape[0], sheet.shape[1], 3), 255, np.uint8)
