@@ -38,6 +38,13 @@ def _probability(text: str) -> float:
     return value
 
 
+def _open_probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {value}")
+    return value
+
+
 def generator_options(args: argparse.Namespace) -> dict[str, dict]:
     """Per-generator keyword arguments from the generate options."""
     on_object = "border" if args.preset == "object" else None
@@ -166,15 +173,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset = guess_preset(normals_dir) if args.preset == "auto" else args.preset
         options.setdefault("synth_options", synth_options_for(preset, args.textures))
     detector = klass(**options)
-    info = train_run(detector, normals_dir, args.out, anomalies_dir, reference=not args.no_reference, progress=not args.quiet)
+    info = train_run(detector, normals_dir, args.out, anomalies_dir, reference=not args.no_reference, progress=not args.quiet,
+                     target_fpr=args.target_fpr)
     if info is None:  # under `accelerate launch`, one process writes the run
         return 0
     skipped = f"; {len(info['skipped_files'])} unusable files skipped (unreadable or too small)" if info["skipped_files"] else ""
     reference = f"; kNN reference in {info['reference_train_seconds']:.0f} s" if "reference_train_seconds" in info else ""
     fusion = info.get("fusion", {}).get("chosen")
     weights = f"; head weight {fusion['map']:g} (map), {fusion['image']:g} (image score)" if fusion else ""
-    print(f"trained {args.detector} on {info['n_normal']} normal images in {info['train_seconds']:.0f} s{skipped}{reference}{weights}; "
-          f"saved to {Path(args.out) / 'model'}")
+    calibration = info.get("calibration")
+    threshold = (f"; threshold {calibration['threshold']:.4g} (at most {calibration['target_fpr']:.1%} of "
+                 f"{calibration['n_normal']} held-out normals above it)") if calibration else "; no calibration (too few images)"
+    print(f"trained {args.detector} on {info['n_normal']} normal images in {info['train_seconds']:.0f} s{skipped}{reference}{weights}"
+          f"{threshold}; saved to {Path(args.out) / 'model'}")
     return 0
 
 
@@ -193,6 +204,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(detector, test, out, reference=reference, overlays=args.overlays, progress=not args.quiet)
     print(summary_line(report))
     print(f"metrics: {out / 'metrics.json'}" + (f"; overlays: {report['overlays']}" if report["overlays"] else ""))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from detectors import load_detector
+
+    from .predict import predict_paths
+
+    detector = load_detector(args.model, device=args.device)
+    report = predict_paths(
+        detector, args.input, args.out, threshold=args.threshold, maps=not args.no_maps, masks=args.masks,
+        batch_size=args.batch_size, progress=not args.quiet,
+    )
+    skipped = f"; {len(report.skipped)} unreadable files skipped (listed in predictions.json)" if report.skipped else ""
+    print(f"scored {report.n_images} images in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s): "
+          f"{report.n_anomalous} anomalous at threshold {report.threshold:.4g}{skipped}")
+    print(f"predictions: {Path(args.out) / 'predictions.csv'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from detectors import load_detector
+    from detectors.export import export_onnx
+
+    detector = load_detector(args.model, device="cpu")
+    path = export_onnx(detector, args.out)
+    height, width = detector.input_shape
+    threshold = f"; threshold {detector.calibration['threshold']:.4g} in its metadata" if detector.calibration else ""
+    print(f"exported {detector.kind} to {path}: input uint8 RGB (batch, {height}, {width}, 3), outputs scores and maps{threshold}")
     return 0
 
 
@@ -402,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. hidden=512")
     train.add_argument("--no-reference", action="store_true", help="do not fit the normal-only kNN reference")
+    train.add_argument("--target-fpr", type=_open_probability, default=0.01,
+                       help="decision threshold: at most this share of held-out normal images flagged (default 0.01)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
@@ -414,6 +456,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="score new images with a trained detector: pass/fail, heat maps, masks")
+    pr.add_argument("--model", required=True, help="run folder written by train (or a saved detector folder)")
+    pr.add_argument("--input", required=True, nargs="+", help="images, folders (searched recursively) or glob patterns")
+    pr.add_argument("--out", required=True, help="output folder: predictions.csv, predictions.json, overlays/, masks/")
+    pr.add_argument("--threshold", type=float, default=None,
+                    help="decision threshold on the image score (default: the one calibrated at training time)")
+    pr.add_argument("--no-maps", action="store_true", help="no heat-map overlay per image")
+    pr.add_argument("--masks", action="store_true", help="also write a binary defect mask per image, at its own size")
+    pr.add_argument("--batch-size", type=_positive, default=None, help="images per batch (default: the detector's)")
+    pr.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU when there is one)")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="write a trained detector as one ONNX model for onnxruntime (uint8 image in, score and map out)")
+    ex.add_argument("--model", required=True, help="run folder written by train (or a saved detector folder)")
+    ex.add_argument("--format", choices=["onnx"], default="onnx", help="model format (default onnx)")
+    ex.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    ex.set_defaults(func=cmd_export)
 
     score = sub.add_parser("score", help="EAP quality score of every sample of a generated dataset, with a report")
     _scorer_arguments(score, "scorer options, e.g. n_subsets=50 k=auto n_normal_patches=4096")
@@ -500,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, ImportError) as error:
         print(f"anomalyforge {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -242,7 +242,7 @@ def step_train(ctx: RunContext) -> dict[str, Any]:
     from detectors.synthetic import synth_options_for
 
     train = dict(ctx.recipe["train"])
-    kind, reference = train.pop("detector"), train.pop("reference")
+    kind, reference, target_fpr = train.pop("detector"), train.pop("reference"), train.pop("target_fpr")
     options = {"seed": ctx.seed, **train}
     if kind != "knn":
         options.setdefault("synth", "none")  # the curated dataset is the training anomalies
@@ -251,12 +251,13 @@ def step_train(ctx: RunContext) -> dict[str, Any]:
     detector = detector_class(kind)(**options)
     anomalies = None if kind == "knn" else ctx.anomalies_dir
     shutil.rmtree(ctx.root / "detector", ignore_errors=True)  # what an interrupted attempt wrote
-    info = train_run(detector, ctx.train_dir, ctx.root / "detector", anomalies, reference=reference, progress=ctx.progress)
+    info = train_run(detector, ctx.train_dir, ctx.root / "detector", anomalies, reference=reference, progress=ctx.progress,
+                     target_fpr=target_fpr)
     if info is None:
         raise RuntimeError("recipes run in one process; use `anomalyforge train` under accelerate launch")
     return {"checkpoint": str(ctx.root / "detector" / "model"), "n_normal": info["n_normal"],
             "n_anomalies": info["n_ready_anomalies"], "train_seconds": info["train_seconds"],
-            "reference_train_seconds": info.get("reference_train_seconds"),
+            "reference_train_seconds": info.get("reference_train_seconds"), "calibration": info.get("calibration"),
             "reference": str(ctx.root / "detector" / "reference") if "reference" in info else None}
 
 

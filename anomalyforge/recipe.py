@@ -64,6 +64,7 @@ SCHEMA: dict[str, Any] = {
     "train": {
         "detector": (Literal["hybrid", "feature", "draem", "knn"], "hybrid"),
         "reference": (bool, True),
+        "target_fpr": (float, 0.01),
     },
     "evaluate": {
         "enabled": (bool, True),

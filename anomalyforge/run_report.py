@@ -94,6 +94,21 @@ def generator_sheets(
     return sheets
 
 
+def _calibration_note(calibration: dict[str, Any] | None) -> str:
+    """What the decision threshold is and what it was set on (no real defect)."""
+    if not calibration:
+        return "<p>No decision threshold: too few normal images to hold some out for calibration.</p>"
+    held = calibration.get("held_out_images")
+    held_text = held if isinstance(held, str) else f"{len(held)} normal images held out of training"
+    text = (f"<p>Decision threshold <b>{calibration['threshold']:.4g}</b> on the image score: at most "
+            f"{calibration['target_fpr']:.1%} of {calibration['n_normal']} held-out normal images score above it "
+            f"({html.escape(held_text)}; {calibration['held_out_fpr']:.1%} do)")
+    if "synthetic_recall" in calibration:
+        text += (f"; it flags {calibration['synthetic_recall']:.1%} of {calibration['n_synthetic_anomalies']} synthetic "
+                 f"anomalies made on them. The F1-optimal alternative on the same data is {calibration['threshold_f1']:.4g}")
+    return text + ". No real defect was used. <code>anomalyforge predict</code> applies it.</p>"
+
+
 def _metrics_section(metrics: dict[str, Any]) -> list[str]:
     m = metrics["metrics"]
     ref = metrics.get("reference", {}).get("metrics")
@@ -239,6 +254,7 @@ def write_run_report(ctx: RunContext) -> Path:
             f"{_link(Path(trained['checkpoint']), out_dir, 'detector/model/')} (safetensors + JSON config)"
             + (f", normal-only reference {_link(Path(trained['reference']), out_dir, 'detector/reference/')}" if trained.get("reference") else "")
             + ".</p>",
+            _calibration_note(trained.get("calibration")),
         ]
 
     if ctx.outputs("evaluate"):
@@ -252,9 +268,9 @@ def write_run_report(ctx: RunContext) -> Path:
                       "these first) and the highest-scored good images (it rejects these first), then the highest-scored "
                       "defects and the lowest-scored good images. Each: the image with the true defect outlined in red, "
                       "the detector's heat map (colour scale at the bottom, the same for every image) and a close-up of "
-                      "the image around the defect (or the heat map's hottest spot). Captions: defect type, the image score "
-                      "(higher means more anomalous; no pass/fail threshold is set) and the share of good test "
-                      "images it scores above.</p>", "<img src='overlays.png' alt='heat-map overlays'>"]
+                      "the image around the defect (or the heat map's hottest spot). Captions: defect type, the score "
+                      "(normalised so that 0.5 is the calibrated threshold, with the decision, when the detector has one; "
+                      "else the raw image score, higher = more anomalous) and the share of good test images it scores above.</p>", "<img src='overlays.png' alt='heat-map overlays'>"]
     elif trained:
         parts.append("<h2>Detection</h2><p>Not evaluated: no test data (set <code>data.test</code> or "
                      "<code>data.holdout</code>).</p>")

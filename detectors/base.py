@@ -57,6 +57,9 @@ class Detector(ABC):
 
     kind: ClassVar[str]
     input_stride: ClassVar[int] = STRIDE
+    # a detector that keeps some normal images out of its own fit sets ``held_out_scores_`` (normal and
+    # synthetic-anomaly image scores on them) for calibration; others are calibrated on images held out for them
+    holds_out_normals: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -115,6 +118,28 @@ class Detector(ABC):
     @property
     def is_fitted(self) -> bool:
         return self.model is not None and bool(self.state.get("fitted"))
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The decision threshold and score statistics set at training time (see
+        :mod:`detectors.calibration`); None for a detector trained without calibration."""
+        return self.state.get("calibration")
+
+    def threshold(self, override: float | None = None) -> float:
+        """The decision threshold: ``override`` when given, else the calibrated one."""
+        if override is not None:
+            return float(override)
+        if not self.calibration:
+            raise ValueError(f"this {self.kind} detector has no calibrated threshold (trained without calibration); give one")
+        return float(self.calibration["threshold"])
+
+    def normalize(self, values: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Scores or maps normalised so that the threshold is 0.5 (clipped to [0, 1])."""
+        from .calibration import normalize
+
+        cut = self.threshold(threshold)
+        score_range = self.calibration["score_range"] if self.calibration else (cut - 0.5, cut + 0.5)
+        return normalize(values, cut, score_range)
 
     def _torch_device(self) -> torch.device:
         if self.device:

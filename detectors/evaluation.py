@@ -66,11 +66,19 @@ def metrics_for(prediction: Prediction, test: TestSet) -> dict[str, Any]:
     return result
 
 
-def per_image(test: TestSet, prediction: Prediction, reference: Prediction | None = None) -> list[dict[str, Any]]:
-    """One row per test image: path, label (0 good, 1 defect), defect type and score."""
+def per_image(
+    test: TestSet, prediction: Prediction, reference: Prediction | None = None, detector: Detector | None = None
+) -> list[dict[str, Any]]:
+    """One row per test image: path, label (0 good, 1 defect), defect type and score (with a calibrated
+    ``detector``, also the normalised score and the decision)."""
+    calibrated = detector is not None and bool(detector.calibration)
+    threshold = detector.threshold() if calibrated else None
+    normalized = detector.normalize(prediction.scores) if calibrated else None
     rows = []
     for i, path in enumerate(test.paths):
         row = {"path": str(path), "label": int(test.labels[i]), "defect": test.defects[i], "score": float(prediction.scores[i])}
+        if normalized is not None:
+            row.update(normalized_score=float(normalized[i]), anomalous=bool(prediction.scores[i] > threshold))
         if reference is not None:
             row["reference_score"] = float(reference.scores[i])
         rows.append(row)
@@ -118,10 +126,13 @@ def _zoom(picture: np.ndarray, mask: np.ndarray, score_map: np.ndarray) -> np.nd
     return picture[y0:y1, x0:x1]
 
 
-def write_overlays(prediction: Prediction, test: TestSet, out: Path, count: int = 16) -> Path | None:
+def write_overlays(
+    prediction: Prediction, test: TestSet, out: Path, count: int = 16, detector: Detector | None = None
+) -> Path | None:
     """Heat-map overlays (one PNG per image: mask outline | heat map, full size) and a sheet of them
     with a close-up of the image around each defect (or the hottest spot), the likeliest errors
-    first, and the heat maps' colour scale."""
+    first, and the heat maps' colour scale. With a calibrated ``detector``, captions give the normalised
+    score (0.5 = the threshold) and the decision."""
     from curate.preview import colour_bar, contact_sheet, heatmap_overlay, mask_overlay, save_png
 
     if count <= 0:
@@ -137,6 +148,9 @@ def write_overlays(prediction: Prediction, test: TestSet, out: Path, count: int 
         save_png(out / f"{test.defects[i]}_{Path(test.paths[i]).stem}.png", np.concatenate([outline, heat], axis=1))
         above = 100.0 * np.searchsorted(good_scores, score) / max(1, len(good_scores))
         caption = f"{why} {test.defects[i]}: {score:.3g}, above {above:.0f}% of good"
+        if detector is not None and detector.calibration:
+            verdict = "flagged" if score > detector.threshold() else "passed"
+            caption = f"{why} {test.defects[i]}: {float(detector.normalize(np.array([score]))[0]):.2f} {verdict}, >{above:.0f}% good"
         panels.append(([outline, heat, _zoom(outline, mask, prediction.maps[i])], caption))
     sheet = contact_sheet(panels, columns=2, tile=200)
     bar = colour_bar(min(sheet.shape[1], 600), vmin, vmax, "anomaly map (same scale on every image)")
@@ -166,13 +180,20 @@ def evaluate(
         "skipped_files": test.skipped,
         "metrics": metrics_for(prediction, test),
     }
+    if detector.calibration:
+        cut = detector.threshold()
+        flagged = prediction.scores > cut
+        report["decision"] = {
+            "threshold": cut, "target_fpr": detector.calibration["target_fpr"],
+            "false_reject_rate": float(flagged[test.labels == 0].mean()), "recall": float(flagged[test.labels == 1].mean()),
+        }
     reference_prediction = None
     if reference is not None:
         reference_prediction = reference.predict(test.images, progress=progress)
         report["reference"] = {"detector": reference.kind, "metrics": metrics_for(reference_prediction, test)}
-    report["images"] = per_image(test, prediction, reference_prediction)
+    report["images"] = per_image(test, prediction, reference_prediction, detector)
     out.mkdir(parents=True, exist_ok=True)
-    sheet = write_overlays(prediction, test, out / "overlays", overlays)
+    sheet = write_overlays(prediction, test, out / "overlays", overlays, detector)
     report["overlays"] = str(sheet) if sheet else None
     write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
@@ -190,6 +211,9 @@ def summary_line(report: dict[str, Any]) -> str:
     )
     if m["pixel_auroc"] is None:
         text += " (no defect masks: image metrics only)"
+    if "decision" in report:
+        d = report["decision"]
+        text += f"; at the calibrated threshold: {d['false_reject_rate']:.1%} of good images rejected (target {d['target_fpr']:.1%}), {d['recall']:.1%} of defects found"
     if "reference" in report:
         r = report["reference"]["metrics"]
         text += f" | {report['reference']['detector']} reference: image AUROC {_fmt(r['image_auroc'])}, pixel AUROC {_fmt(r['pixel_auroc'])}"

@@ -66,11 +66,12 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian smoothing of Bx1xHxW maps (kernel 2*ceil(3 sigma)+1, reflect padding).
 
     On the CPU OpenCV's separable filter does it (same kernel and border, 4-6x faster than a
-    convolution: a 256x624 map in 2 ms instead of 6); elsewhere a torch convolution."""
+    convolution: a 256x624 map in 2 ms instead of 6); elsewhere, and when traced for export, a torch
+    convolution."""
     if sigma <= 0:
         return maps
     radius = int(np.ceil(3 * sigma))
-    if maps.device.type == "cpu" and maps.dtype == torch.float32:
+    if maps.device.type == "cpu" and maps.dtype == torch.float32 and not torch.jit.is_tracing():
         array = maps.detach().contiguous().numpy()
         out = np.empty_like(array)
         size = (2 * radius + 1, 2 * radius + 1)

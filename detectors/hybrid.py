@@ -80,12 +80,17 @@ class _HybridModel(nn.Module):
             (logits - self.head_stats[0]) / self.head_stats[1],
         )
 
-    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch maps (B x C x h x w) -> fused maps for the pixels and for the image score (B x 1 x h x w)."""
-        distance, residual = nearest_maps(patches, self.memory_bank)
+    def fuse(self, patches: torch.Tensor, distance: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused maps for the pixels and for the image score (B x 1 x h x w) from the patch maps and
+        their nearest-normal distance and residual."""
         memory, head = self.standardised(distance, self.head_logits(patches, residual, distance))
         w_map, w_image = self.fusion_weights
         return memory + w_map * head, memory + w_image * head
+
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch maps (B x C x h x w) -> fused maps for the pixels and for the image score (B x 1 x h x w)."""
+        distance, residual = nearest_maps(patches, self.memory_bank)
+        return self.fuse(patches, distance, residual)
 
 
 class HybridDetector(Detector):
@@ -112,6 +117,7 @@ class HybridDetector(Detector):
     """
 
     kind = "hybrid"
+    holds_out_normals = True
 
     def __init__(
         self,
@@ -278,11 +284,16 @@ class HybridDetector(Detector):
 
         head, history = self._train_head(data, train_normals, train_anomalies, masks, progress)
         self.model.head.load_state_dict(head.state_dict())
+        self.model.eval()  # the statistics below must see the head as predict does (batch norm in eval mode)
         self.model.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
         memory, logits = self._held_out_outputs(self.model.head, data, held_normals)
         self.model.memory_stats.copy_(torch.stack([memory.mean(), memory.std().clamp_min(1e-6)]))
         self.model.head_stats.copy_(torch.stack([logits.mean(), logits.std().clamp_min(1e-6)]))
         self.model.fusion_weights.copy_(torch.tensor(weights, dtype=torch.float32))
+        # image scores of the held-out normals and of the synthetic anomalies made on them, as predict
+        # gives them (against the training folds' memory: held-out images are not in it), for calibration
+        held_anomalies = np.nonzero(pool_part == HELD_OUT)[0]
+        self.held_out_scores_ = (self._scores_of(data, "normal", held_normals), self._scores_of(data, "anomaly", held_anomalies))
         self.model.cpu()
         selection["chosen"] = {"map": weights[0], "image": weights[1]}
         self.state.update({
@@ -362,12 +373,26 @@ class HybridDetector(Detector):
         k = max(1, int(round(self.top_k * flat.shape[1])))
         return flat.topk(k, dim=1).values.mean(1)
 
+    @torch.no_grad()
+    def _scores_of(self, data, kind: str, index: np.ndarray) -> np.ndarray:
+        """Image scores of training-time samples from their stored patch maps and memory inputs."""
+        device = self.model.memory_bank.device
+        scores = []
+        for start in range(0, len(index), self.batch_size):
+            chunk = torch.from_numpy(index[start : start + self.batch_size])
+            patches, residual, distance = (t[chunk].float().to(device) for t in data[kind])
+            scores.append(self._finish(*self.model.fuse(patches, distance, residual))[0].cpu())
+        return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+
     # -- inference -----------------------------------------------------------------------------
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         patches = self.model.features(to_batch(images, self.input_shape).to(device))
-        fused_map, fused_image = self.model(patches)
+        return self._finish(*self.model(patches))
+
+    def _finish(self, fused_map: torch.Tensor, fused_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid maps -> (image scores, smoothed maps at the input shape)."""
         same = bool(self.model.fusion_weights[0] == self.model.fusion_weights[1])  # one map serves both
         grids = fused_map if same else torch.cat([fused_map, fused_image], 1)
         up = F.interpolate(grids, size=self.input_shape, mode="bilinear", align_corners=False)
-        up = gaussian_blur(up.reshape(-1, 1, *self.input_shape), self.sigma).view(len(images), -1, *self.input_shape)
+        up = gaussian_blur(up.reshape(-1, 1, *self.input_shape), self.sigma).view(len(fused_map), -1, *self.input_shape)
         return self._image_scores(up[:, -1:]), up[:, 0:1]

@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from synth.files import check_output_folder, write_atomic
 
 from .base import Detector, detector_class
+from .calibration import DEFAULT_TARGET_FPR, calibrate, held_out_scores, held_out_split
 from .data import load_generated_anomalies, load_normals
 
 
@@ -21,21 +24,42 @@ def train_run(
     anomalies_dir: str | Path | None = None,
     reference: bool = True,
     progress: bool = True,
+    target_fpr: float = DEFAULT_TARGET_FPR,
+    calibration_share: float = 0.1,
 ) -> dict[str, Any] | None:
-    """Fit ``detector`` on the normal images (plus the anomalies of a generated dataset), fit the kNN
+    """Fit ``detector`` on the normal images (plus the anomalies of a generated dataset), calibrate its
+    decision threshold on held-out normals and synthetic anomalies made on them (the hybrid holds
+    out its own; other detectors are fitted without ``calibration_share`` of the images), fit the kNN
     reference on the same normals, and save both into ``out``; returns what ``train.json`` holds (None
     in the non-main processes of an ``accelerate launch``, which write nothing)."""
     from accelerate import PartialState
 
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
     check_output_folder(out, "train.json", "detector run")  # before the training, not after it
     normals = load_normals(normals_dir, detector.size_rule)
-    anomalies = load_generated_anomalies(anomalies_dir, normals.shape, normal_paths=normals.paths) if anomalies_dir else []
+    own_hold_out = detector.holds_out_normals
+    fit_index, held_index = (np.arange(len(normals.images)), []) if own_hold_out else held_out_split(
+        len(normals.images), calibration_share, detector.seed)
+    fit_images = [normals.images[i] for i in fit_index]
+    fit_paths = [normals.paths[i] for i in fit_index]
+    anomalies = load_generated_anomalies(anomalies_dir, normals.shape, normal_paths=fit_paths) if anomalies_dir else []
     out = Path(out)
     start = time.perf_counter()
-    detector.fit(normals.images, anomalies, progress=progress)
+    detector.fit(fit_images, anomalies, progress=progress)
     train_s = time.perf_counter() - start
     if not PartialState().is_main_process:
         return None
+    if own_hold_out:
+        normal_scores, anomaly_scores = detector.held_out_scores_
+    elif len(held_index):
+        normal_scores, anomaly_scores = held_out_scores(detector, [normals.images[i] for i in held_index])
+    else:
+        normal_scores = anomaly_scores = None
+    if normal_scores is not None:
+        detector.state["calibration"] = calibrate(normal_scores, anomaly_scores, target_fpr)
+        detector.state["calibration"]["held_out_images"] = (
+            "the hybrid's own held-out normals" if own_hold_out else [str(normals.paths[i]) for i in held_index])
     out.mkdir(parents=True, exist_ok=True)
     detector.save(out / "model")
     info: dict[str, Any] = {
@@ -45,6 +69,7 @@ def train_run(
     }
     if detector.kind == "hybrid":
         info["fusion"] = detector.state.get("fusion")
+    info["calibration"] = detector.calibration
     if reference and detector.kind != "knn":
         knn = detector_class("knn")(
             image_size=detector.image_size, aspect=detector.aspect, max_side=detector.max_side, seed=detector.seed, device=detector.device

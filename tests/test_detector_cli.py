@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import shutil
@@ -113,3 +114,84 @@ def test_cli_errors_name_the_problem(category, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert main(["train", "--data", str(category), "--out", str(tmp_path / "r"), "--set", "nokey"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_calibrate_puts_the_threshold_between_normal_and_synthetic_scores():
+    from detectors.calibration import calibrate, normalize
+
+    rng = np.random.default_rng(0)
+    normal, anomalous = rng.normal(1.0, 0.1, 200), rng.normal(3.0, 0.3, 50)
+    record = calibrate(normal, anomalous, target_fpr=0.05)
+    assert np.quantile(normal, 0.9) < record["threshold"] < anomalous.min()
+    assert record["held_out_fpr"] <= 0.05 and record["synthetic_recall"] == 1.0
+    assert normal.max() <= record["threshold_f1"] < anomalous.min() and record["f1_on_synthetic"] == 1.0
+    assert normalize(np.array([record["threshold"]]), record["threshold"], record["score_range"])[0] == 0.5
+    assert normalize(np.array([-1e9, 1e9]), record["threshold"], record["score_range"]).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="target_fpr"):
+        calibrate(normal, anomalous, target_fpr=0.0)
+
+
+def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp_path, capsys):
+    import onnxruntime
+
+    from detectors.sizing import resize_to
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(category), "--synth", "draem,cutpaste", "--out", str(run), "--quiet",
+                 "--target-fpr", "0.05", *TINY]) == 0
+    assert "threshold" in capsys.readouterr().out
+    calibration = json.loads((run / "train.json").read_text())["calibration"]
+    assert calibration["target_fpr"] == 0.05 and calibration["n_normal"] >= 2 and calibration["n_synthetic_anomalies"] > 0
+    assert calibration["normal_score_quantiles"]["0.5"] <= calibration["threshold"]
+    reference = load_detector(run / "reference")
+    assert reference.calibration is None  # the reference is for comparison only
+
+    # predict: a folder with mixed sizes, a corrupt file and a sub-folder
+    inbox = tmp_path / "inbox"
+    write_rgb(inbox / "a.png", smooth(300, 64))
+    write_rgb(inbox / "line2" / "b.png", cv2.resize(with_defect(smooth(301, 64), 1)[0], (96, 72)))
+    write_rgb(inbox / "line2" / "c.png", smooth(302, 80))
+    (inbox / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(run), "--input", str(inbox), "--out", str(out), "--masks", "--quiet"]) == 0
+    assert "scored 3 images" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "b.png", "c.png"]
+    detector = load_detector(run)
+    for row in rows:
+        score = float(row["score"])
+        assert row["anomalous"] == ("true" if score > detector.threshold() else "false")
+        assert 0.0 <= float(row["normalized_score"]) <= 1.0
+    summary = json.loads((out / "predictions.json").read_text())
+    assert list(summary["skipped_files"]) == [str(inbox / "broken.png")] and summary["threshold_source"] == "calibrated"
+    assert cv2.imread(str(out / "masks" / "line2" / "b.png"), cv2.IMREAD_GRAYSCALE).shape == (72, 96)  # its own size
+    assert cv2.imread(str(out / "overlays" / "line2" / "c.png")).shape[:2] == (80, 80)
+    strict = tmp_path / "strict"
+    assert main(["predict", "--model", str(run), "--input", str(inbox / "*.png"), "--out", str(strict), "--threshold", "1e9",
+                 "--no-maps", "--quiet"]) == 0
+    rows = list(csv.DictReader((strict / "predictions.csv").open()))
+    assert len(rows) == 1 and rows[0]["anomalous"] == "false" and not (strict / "overlays").exists()
+
+    # ONNX: the same scores and maps as the PyTorch detectors, on images of several original sizes
+    images = [smooth(400, 64), cv2.resize(smooth(401, 64), (90, 50)), with_defect(smooth(402, 64), 3)[0], smooth(403, 100)]
+    for model_dir in (run, run / "reference"):
+        detector = load_detector(model_dir)
+        onnx_path = tmp_path / f"{detector.kind}.onnx"
+        assert main(["export", "--model", str(model_dir), "--out", str(onnx_path)]) == 0
+        batch = np.stack([resize_to(image, detector.input_shape) for image in images])
+        expected = detector.predict(batch)
+        session = onnxruntime.InferenceSession(str(onnx_path))
+        scores, maps = session.run(None, {"images": batch})
+        assert np.abs(scores - expected.scores).max() < 1e-4
+        assert np.abs(maps - expected.maps).max() < 1e-3
+        meta = session.get_modelmeta().custom_metadata_map
+        assert json.loads(meta["input_shape"]) == list(detector.input_shape)
+        if detector.calibration:
+            assert float(meta["threshold"]) == detector.calibration["threshold"]
+    capsys.readouterr()
+    draem = tmp_path / "draem"
+    assert main(["train", "--data", str(category), "--detector", "draem", "--out", str(draem), "--quiet", "--no-reference",
+                 "--size", "64", "--epochs", "1", "--set", "reconstructive_width=4", "discriminative_width=4", "batch_size=4"]) == 0
+    assert load_detector(draem).calibration is not None  # held out for it: calibrated like the others
+    assert main(["export", "--model", str(draem), "--out", str(tmp_path / "draem.onnx")]) == 2
+    assert "cannot be exported to ONNX yet" in capsys.readouterr().err

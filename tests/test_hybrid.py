@@ -109,3 +109,26 @@ def test_hybrid_errors_are_clear():
         HybridDetector(select="best")
     with pytest.raises(ValueError, match="fusion_weights"):
         HybridDetector(fusion_weights=(-1.0,))
+
+
+def test_the_saved_head_is_the_trained_head_and_calibration_scores_match_predict(monkeypatch):
+    import torch
+
+    trained = {}
+    original = HybridDetector._train_head
+
+    def keep(self, *args, **kwargs):
+        head, history = original(self, *args, **kwargs)
+        trained["state"] = {k: v.clone() for k, v in head.state_dict().items()}
+        return head, history
+
+    monkeypatch.setattr(HybridDetector, "_train_head", keep)
+    detector = tiny(select="fixed").fit(NORMALS, progress=False)
+    final = detector.model.head.state_dict()
+    # the held-out statistics must not move the head's batch-norm statistics (eval mode)
+    assert all(torch.equal(final[k].cpu(), v.cpu()) for k, v in trained["state"].items())
+    normal_scores, anomaly_scores = detector.held_out_scores_
+    assert len(normal_scores) == detector.state["n_held_out"] and len(anomaly_scores) > 0
+    # a held-out normal scored at fit time (against the training folds' memory) scores no lower than predict gives
+    held = [NORMALS[i] for i in np.nonzero(detector._split(len(NORMALS)) == 2)[0]]
+    assert np.all(normal_scores >= detector.predict(held).scores - 1e-3)

@@ -1,0 +1,144 @@
+"""Inspection of new images with a trained detector: scores, pass/fail decisions at the calibrated
+threshold, heat-map overlays and defect masks, streamed in batches (memory does not grow with the
+number of images)."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from synth.files import atomic_path, check_output_folder, write_atomic
+from synth.readers import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
+
+PREDICTIONS = "predictions.csv"
+SUMMARY = "predictions.json"
+COLUMNS = ("path", "score", "normalized_score", "anomalous")
+
+
+@dataclass
+class PredictReport:
+    out: Path
+    n_images: int = 0
+    n_anomalous: int = 0
+    threshold: float = float("nan")
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def input_files(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """``(file, name)`` for every image of the inputs: files, folders (recursive) or glob patterns;
+    ``name`` is the file's path below its folder (the file name for single files), for the outputs."""
+    found: list[tuple[Path, Path]] = []
+    for item in map(str, inputs):
+        if any(c in item for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise FileNotFoundError(f"no image matches {item}")
+            found += [(p, Path(p.name)) for p in matches]
+        elif Path(item).is_dir():
+            found += [(p, p.relative_to(item)) for p in list_images(item)]
+        elif Path(item).is_file():
+            found.append((Path(item), Path(Path(item).name)))
+        else:
+            raise FileNotFoundError(f"input {item} does not exist")
+    names: set[Path] = set()
+    unique = []
+    for path, name in found:  # two inputs with the same name must not overwrite each other's pictures
+        stem, k = name.with_suffix(""), 1
+        while name.with_suffix("") in names:
+            name = stem.with_name(f"{stem.name}-{k}")
+            k += 1
+        names.add(name.with_suffix(""))
+        unique.append((path, name))
+    return unique
+
+
+def _batches(files: list[tuple[Path, Path]], size: int, skipped: dict[str, str]) -> Iterator[list[tuple[Path, Path, np.ndarray]]]:
+    batch = []
+    for path, name in files:
+        try:
+            batch.append((path, name, read_image(path)))
+        except ImageReadError as error:
+            skipped[str(path)] = str(error)
+            continue
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_paths(
+    detector: Any,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    threshold: float | None = None,
+    maps: bool = True,
+    masks: bool = False,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> PredictReport:
+    """Score every image of ``inputs`` with a fitted detector; write ``predictions.csv``
+    (path, score, normalized_score, anomalous), ``predictions.json`` (threshold, counts, skipped files)
+    and, unless ``maps`` is False, a heat-map overlay per image (``overlays/``); with ``masks``, a
+    binary defect mask per image at its own size (``masks/``, map above the threshold). Unreadable
+    files are named, skipped and listed; the rest is written."""
+    from tqdm.auto import tqdm
+
+    from curate.preview import heatmap_overlay, save_png
+
+    out = Path(out)
+    files = input_files(inputs)
+    cut = detector.threshold(threshold)
+    check_output_folder(out, SUMMARY, "prediction run")
+    write_atomic(out / SUMMARY, b'{"complete": false}\n')  # marks the folder as ours from the start
+    calibration = detector.calibration or {}
+    low, high = calibration.get("score_range", (cut - 1.0, cut + 1.0))
+    vmin, vmax = float(low), float(max(high, cut + 1e-6))  # one colour scale for every overlay
+    report = PredictReport(out, threshold=cut)
+    start = time.perf_counter()
+    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
+    with atomic_path(out / PREDICTIONS) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for batch in _batches(files, batch_size or detector.batch_size, report.skipped):
+            prediction = detector.predict([image for _, _, image in batch])
+            normalized = detector.normalize(prediction.scores, cut)
+            for (path, name, image), score, norm, score_map in zip(batch, prediction.scores, normalized, prediction.maps):
+                anomalous = bool(score > cut)
+                writer.writerow([str(path), f"{float(score):.6g}", f"{float(norm):.6g}", str(anomalous).lower()])
+                report.n_images += 1
+                report.n_anomalous += anomalous
+                full = cv2.resize(score_map, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+                if maps:
+                    save_png(out / "overlays" / name.with_suffix(".png"), heatmap_overlay(image, full, vmin=vmin, vmax=vmax))
+                if masks:
+                    write_atomic(out / "masks" / name.with_suffix(".png"),
+                                 cv2.imencode(".png", ((full > cut) * 255).astype(np.uint8))[1].tobytes())
+            bar.update(len(batch))
+        bar.update(len(files) - bar.n)
+    bar.close()
+    for path, error in report.skipped.items():
+        if progress:
+            tqdm.write(f"skipped unreadable image: {error}")
+    report.seconds = time.perf_counter() - start
+    summary = {
+        "complete": True, "detector": detector.kind, "threshold": cut, "threshold_source": "given" if threshold is not None else "calibrated",
+        "n_images": report.n_images, "n_anomalous": report.n_anomalous, "skipped_files": report.skipped,
+        "seconds": round(report.seconds, 2), "images_per_second": round(report.images_per_second, 2),
+        "overlay_scale": [vmin, vmax] if maps else None,
+    }
+    write_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+    return report

@@ -1,0 +1,106 @@
+"""ONNX export: the whole detector in one graph, from uint8 RGB images at the detector's input shape
+to the image score and the anomaly map, so that a deployment needs only onnxruntime.
+
+The graph takes ``images``: uint8, (batch, height, width, 3) RGB at :attr:`Detector.input_shape`
+(resize first, as :func:`detectors.sizing.resize_to` does), and returns ``scores`` (batch,) and
+``maps`` (batch, height, width). The calibrated threshold, the normalisation range and the input
+shape go into the model's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synth.files import atomic_path
+
+from .base import Detector
+from .features import PatchFeatures, gaussian_blur
+
+EXPORTABLE = ("hybrid", "knn")
+
+
+def _nearest(patches: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance of every patch (B x C x h x w) to its nearest bank row, and that row (as
+    :func:`detectors.memory.nearest_maps`, one matrix product)."""
+    b, c, h, w = patches.shape
+    flat = patches.permute(0, 2, 3, 1).reshape(-1, c)
+    squared = (flat * flat).sum(1, keepdim=True) - 2.0 * flat @ bank.T + (bank * bank).sum(1)[None]
+    best, index = squared.min(1)
+    distance = best.clamp_min(0).sqrt().reshape(b, 1, h, w)
+    nearest_rows = bank[index].reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return distance, nearest_rows
+
+
+class _Graph(nn.Module):
+    """uint8 NHWC images -> (scores, maps) for an exportable detector."""
+
+    def __init__(self, detector: Detector):
+        super().__init__()
+        if detector.kind not in EXPORTABLE:
+            raise ValueError(f"a {detector.kind} detector cannot be exported to ONNX yet; exportable: {', '.join(EXPORTABLE)}")
+        if getattr(detector, "k", 1) > 1:
+            raise ValueError("a kNN detector with k > 1 cannot be exported yet (the graph uses the nearest neighbour)")
+        self.kind = detector.kind
+        self.model = detector.model
+        self.shape = detector.input_shape
+        self.sigma = float(detector.sigma)
+        self.top_k = float(getattr(detector, "top_k", 0.0))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features: PatchFeatures = self.model.features
+        x = images.permute(0, 3, 1, 2).float()
+        patches = features.aggregate(features.backbone(x))
+        distance, nearest_rows = _nearest(patches, self.model.memory_bank)
+        if self.kind == "knn":
+            score = distance.flatten(1).amax(1)
+            maps = gaussian_blur(F.interpolate(distance, size=self.shape, mode="bilinear", align_corners=False), self.sigma)
+            return score, maps[:, 0]
+        fused_map, fused_image = self.model.fuse(patches, distance, patches - nearest_rows)
+        both = F.interpolate(torch.cat([fused_map, fused_image], 1), size=self.shape, mode="bilinear", align_corners=False)
+        both = gaussian_blur(both.reshape(-1, 1, *self.shape), self.sigma).reshape(-1, 2, *self.shape)
+        flat = both[:, 1].reshape(-1, self.shape[0] * self.shape[1])
+        k = max(1, int(round(self.top_k * self.shape[0] * self.shape[1])))  # a constant: the shape is fixed
+        return flat.topk(k, dim=1).values.mean(1), both[:, 0]
+
+
+def export_onnx(detector: Detector, path: str | Path, opset: int = 18) -> Path:
+    """Write ``detector`` as one ONNX graph (dynamic batch) with its calibration in the metadata."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("ONNX export needs the onnx package: pip install 'anomalyforge[deploy]'") from None
+
+    if not detector.is_fitted:
+        raise RuntimeError("only a fitted detector can be exported")
+    graph = _Graph(detector).eval().cpu()
+    height, width = detector.input_shape
+    example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
+    path = Path(path)
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on constant shapes: the input shape is fixed by design
+        torch.onnx.export(
+            graph, (example,), str(tmp), input_names=["images"], output_names=["scores", "maps"],
+            dynamic_axes={"images": {0: "batch"}, "scores": {0: "batch"}, "maps": {0: "batch"}},
+            opset_version=opset, dynamo=False,
+        )
+        model = onnx.load(str(tmp))
+        metadata = {
+            "detector": detector.kind,
+            "input": f"uint8 RGB, (batch, {height}, {width}, 3); resize each image to {height}x{width} first",
+            "input_shape": json.dumps([height, width]),
+            "calibration": json.dumps(detector.calibration),
+            "normalization": "clip(0.5 + (score - threshold) / (score_range[1] - score_range[0]), 0, 1)",
+        }
+        if detector.calibration:
+            metadata["threshold"] = repr(float(detector.calibration["threshold"]))
+        for key, value in metadata.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(tmp))
+    return path
