@@ -125,13 +125,12 @@ def predict_paths(
                 if maps:
                     save_png(out / "overlays" / name.with_suffix(".png"), heatmap_overlay(image, full, vmin=vmin, vmax=vmax))
                 if masks:
-                    write_atomic(out / "masks" / name.with_suffix(".png"),
-                                 cv2.imencode(".png", ((full > cut) * 255).astype(np.uint8))[1].tobytes())
+                    save_png(out / "masks" / name.with_suffix(".png"), ((full > cut) * 255).astype(np.uint8))
             bar.update(len(batch))
         bar.update(len(files) - bar.n)
     bar.close()
-    for path, error in report.skipped.items():
-        if progress:
+    if progress:
+        for error in report.skipped.values():
             tqdm.write(f"skipped unreadable image: {error}")
     report.seconds = time.perf_counter() - start
     summary = {

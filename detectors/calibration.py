@@ -18,10 +18,15 @@ import numpy as np
 DEFAULT_TARGET_FPR = 0.01
 
 
-def calibrate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, target_fpr: float = DEFAULT_TARGET_FPR) -> dict[str, Any]:
-    """The calibration record stored in a detector's state (JSON-able)."""
+def check_target_fpr(target_fpr: float) -> float:
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    return target_fpr
+
+
+def calibrate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, target_fpr: float = DEFAULT_TARGET_FPR) -> dict[str, Any]:
+    """The calibration record stored in a detector's state (JSON-able)."""
+    check_target_fpr(target_fpr)
     normal = np.sort(np.asarray(normal_scores, np.float64))
     anomalous = np.asarray(anomaly_scores, np.float64)
     if len(normal) == 0:

@@ -14,13 +14,12 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from synth.files import atomic_path
 
 from .base import Detector
-from .features import PatchFeatures, gaussian_blur
+from .features import PatchFeatures
 
 EXPORTABLE = ("hybrid", "knn")
 
@@ -46,27 +45,19 @@ class _Graph(nn.Module):
             raise ValueError(f"a {detector.kind} detector cannot be exported to ONNX yet; exportable: {', '.join(EXPORTABLE)}")
         if getattr(detector, "k", 1) > 1:
             raise ValueError("a kNN detector with k > 1 cannot be exported yet (the graph uses the nearest neighbour)")
-        self.kind = detector.kind
-        self.model = detector.model
-        self.shape = detector.input_shape
-        self.sigma = float(detector.sigma)
-        self.top_k = float(getattr(detector, "top_k", 0.0))
+        self.detector = detector  # its own post-processing ends the graph
+        self.model = detector.model  # registered: moved and put in eval mode with the graph
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features: PatchFeatures = self.model.features
-        x = images.permute(0, 3, 1, 2).float()
-        patches = features.aggregate(features.backbone(x))
-        distance, nearest_rows = _nearest(patches, self.model.memory_bank)
-        if self.kind == "knn":
-            score = distance.flatten(1).amax(1)
-            maps = gaussian_blur(F.interpolate(distance, size=self.shape, mode="bilinear", align_corners=False), self.sigma)
-            return score, maps[:, 0]
-        fused_map, fused_image = self.model.fuse(patches, distance, patches - nearest_rows)
-        both = F.interpolate(torch.cat([fused_map, fused_image], 1), size=self.shape, mode="bilinear", align_corners=False)
-        both = gaussian_blur(both.reshape(-1, 1, *self.shape), self.sigma).reshape(-1, 2, *self.shape)
-        flat = both[:, 1].reshape(-1, self.shape[0] * self.shape[1])
-        k = max(1, int(round(self.top_k * self.shape[0] * self.shape[1])))  # a constant: the shape is fixed
-        return flat.topk(k, dim=1).values.mean(1), both[:, 0]
+        model = self.model
+        features: PatchFeatures = model.features
+        patches = features.aggregate(features.backbone(images.permute(0, 3, 1, 2).float()))
+        distance, nearest_rows = _nearest(patches, model.memory_bank)
+        if self.detector.kind == "knn":
+            scores, maps = self.detector._finish(distance)
+        else:
+            scores, maps = self.detector._finish(*model.fuse(patches, distance, patches - nearest_rows))
+        return scores, maps[:, 0]
 
 
 def export_onnx(detector: Detector, path: str | Path, opset: int = 18) -> Path:

@@ -369,8 +369,9 @@ class HybridDetector(Detector):
         return out
 
     def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:
-        flat = maps.flatten(1)
-        k = max(1, int(round(self.top_k * flat.shape[1])))
+        height, width = (int(n) for n in maps.shape[-2:])  # plain numbers, also when traced for export
+        flat = maps.reshape(-1, height * width)
+        k = max(1, int(round(self.top_k * height * width)))
         return flat.topk(k, dim=1).values.mean(1)
 
     @torch.no_grad()
@@ -390,9 +391,9 @@ class HybridDetector(Detector):
         return self._finish(*self.model(patches))
 
     def _finish(self, fused_map: torch.Tensor, fused_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Grid maps -> (image scores, smoothed maps at the input shape)."""
+        """Grid maps -> (image scores, smoothed maps at the input shape); also the exported graph's end."""
         same = bool(self.model.fusion_weights[0] == self.model.fusion_weights[1])  # one map serves both
         grids = fused_map if same else torch.cat([fused_map, fused_image], 1)
         up = F.interpolate(grids, size=self.input_shape, mode="bilinear", align_corners=False)
-        up = gaussian_blur(up.reshape(-1, 1, *self.input_shape), self.sigma).view(len(fused_map), -1, *self.input_shape)
+        up = gaussian_blur(up.reshape(-1, 1, *self.input_shape), self.sigma).reshape(-1, grids.shape[1], *self.input_shape)
         return self._image_scores(up[:, -1:]), up[:, 0:1]

@@ -93,7 +93,11 @@ class PatchKNN(Detector):
             distance = nearest(queries, bank)[0]
         else:
             distance = torch.cdist(queries, bank).topk(min(self.k, len(bank)), dim=1, largest=False).values.mean(1)
-        patch_scores = distance.view(b, 1, h, w)
+        return self._finish(distance.view(b, 1, h, w))
+
+    def _finish(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch distance maps (B x 1 x h x w) -> (image scores, smoothed maps at the input shape);
+        also the exported graph's end."""
         scores = patch_scores.flatten(1).amax(1)
         maps = F.interpolate(patch_scores, size=self.input_shape, mode="bilinear", align_corners=False)
         return scores, gaussian_blur(maps, self.sigma)

@@ -13,7 +13,7 @@ import numpy as np
 from synth.files import check_output_folder, write_atomic
 
 from .base import Detector, detector_class
-from .calibration import DEFAULT_TARGET_FPR, calibrate, held_out_scores, held_out_split
+from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_scores, held_out_split
 from .data import load_generated_anomalies, load_normals
 
 
@@ -34,8 +34,7 @@ def train_run(
     in the non-main processes of an ``accelerate launch``, which write nothing)."""
     from accelerate import PartialState
 
-    if not 0.0 < target_fpr < 1.0:
-        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    check_target_fpr(target_fpr)  # before the training, not after it
     check_output_folder(out, "train.json", "detector run")  # before the training, not after it
     normals = load_normals(normals_dir, detector.size_rule)
     own_hold_out = detector.holds_out_normals
