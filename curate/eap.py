@@ -6,7 +6,7 @@ fitted and a density proxy ``q_s`` is taken from k-nearest-neighbour balls aroun
 
     phi_s(x) = (b1 + N_s q_s(x) f_s(x)) / (b0 + b1 + N_s q_s(x)),    EAP(x) = mean_s phi_s(x)
 
-Points here are feature vectors; :class:`~curate.eap_scorer.EAPScorer` turns images and masks into
+Points here are feature vectors; :class:`~curate.scorer.EAPScorer` turns images and masks into
 points. This module is the vectorised computation, streamed over chunks of points.
 """
 
@@ -120,13 +120,18 @@ def anomaly_probability(scores: torch.Tensor, normal_scores: torch.Tensor) -> to
     return torch.searchsorted(normal_scores, scores.contiguous(), right=True).float() / len(normal_scores)
 
 
-def subset_posterior(distances: torch.Tensor, model: SubsetModel, prior: tuple[float, float]) -> torch.Tensor:
-    """phi_s of points given their distances (P x N) to all normals."""
+def subset_posterior(
+    distances: torch.Tensor, model: SubsetModel, prior: tuple[float, float], support: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """phi_s of points given their distances (P x N) to all normals; ``support`` (P, in [0, 1])
+    multiplies the density proxy, for evidence of the support that the points' features do not carry."""
     b0, b1 = prior
     f = anomaly_probability((distances + model.excluded).amin(dim=1), model.normal_scores)
     rarity = ball_rarity(distances, model.radius)
     inverse = torch.where(torch.isfinite(rarity), 1.0 / rarity, torch.zeros_like(rarity))
     q = inverse / (inverse + model.inverse_rarity_sum)
+    if support is not None:
+        q = q * support
     n_q = model.n_normals * q
     return (b1 + n_q * f) / (b0 + b1 + n_q)
 
@@ -197,14 +202,20 @@ class ExpectedAnomalyPosterior:
             self.members_.append(normal_members.numpy())
         return self
 
-    def posterior(self, points: np.ndarray | torch.Tensor) -> np.ndarray:
-        """EAP of each point (P,), computed in chunks so memory stays bounded."""
+    def posterior(self, points: np.ndarray | torch.Tensor, support: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+        """EAP of each point (P,), computed in chunks so memory stays bounded. ``support`` (P, in
+        [0, 1]), when given, multiplies each point's density proxy (see :func:`subset_posterior`)."""
         points = torch.as_tensor(points, dtype=torch.float32)
+        if support is not None:
+            support = torch.as_tensor(support, dtype=torch.float32)
+            if support.shape != (points.shape[0],) or bool(((support < 0) | (support > 1)).any()):
+                raise ValueError(f"support must hold one value in [0, 1] per point ({points.shape[0]})")
         out = np.zeros(points.shape[0], np.float64)
         for start in range(0, points.shape[0], self.chunk_size):
             distances = pairwise_distances(points[start : start + self.chunk_size], self.normals_)
+            chunk_support = None if support is None else support[start : start + self.chunk_size]
             total = torch.zeros(distances.shape[0], dtype=torch.float64)
             for model in self.subsets_:
-                total += subset_posterior(distances, model, self.prior_).double()
+                total += subset_posterior(distances, model, self.prior_, chunk_support).double()
             out[start : start + distances.shape[0]] = (total / len(self.subsets_)).numpy()
         return out

@@ -59,12 +59,12 @@ def test_scorer_ranks_good_anomalies_above_polluted_and_noise():
     np.testing.assert_allclose(scores["noise"], b1 / (b0 + b1), atol=0.02)  # off the normal support: the prior
 
 
-def test_context_is_taken_the_same_way_for_normals_and_samples():
-    """A large anomaly on a normal image keeps a normal context (the mean outside its mask is compared
-    with normals' means outside a window), so it is not pushed off the support; the same anomaly on
-    an image from another domain is."""
+def test_the_rest_of_the_image_decides_the_support():
+    """An anomaly on a normal image keeps the normal image's support (its patches outside the mask,
+    away from it, are normal), so it is not pushed off; the same anomaly pasted on an image from
+    another domain is, to the prior exactly."""
     mask = np.zeros((64, 64), np.float32)
-    mask[10:46, 12:48] = 1  # a third of the image
+    mask[10:26, 12:28] = 1
     on_normal = [brighter(textured(64, 64, seed=300 + i), mask, 30) for i in range(6)]
     on_foreign = []
     for i, image in enumerate(on_normal):
@@ -73,10 +73,14 @@ def test_context_is_taken_the_same_way_for_normals_and_samples():
         on_foreign.append(foreign)
     scorer = small_scorer().fit(NORMALS, progress=False)
     b0, b1 = scorer.eap_.prior_
-    normal_context = scorer.score(on_normal, [mask] * 6)
-    foreign_context = scorer.score(on_foreign, [mask] * 6)
-    assert normal_context.min() > 0.2
-    np.testing.assert_allclose(foreign_context, b1 / (b0 + b1), atol=0.02)
+    normal_support = scorer.masked_patches(on_normal, [mask] * 6).support
+    assert normal_support.min() > 0.5
+    assert scorer.score(on_normal, [mask] * 6).min() > 0.2
+    np.testing.assert_allclose(scorer.score(on_foreign, [mask] * 6), b1 / (b0 + b1), atol=1e-9)
+    plain = small_scorer(support_cells=0).fit(NORMALS, progress=False)  # the test turned off
+    assert plain.masked_patches(on_foreign, [mask] * 6).support is None
+    with pytest.raises(ValueError, match="support_cells must be a non-negative integer"):
+        small_scorer(support_cells=-1).fit(NORMALS, progress=False)
 
 
 def test_scorer_is_deterministic_and_empty_masks_are_unscored():

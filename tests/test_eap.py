@@ -132,3 +132,20 @@ def test_errors():
         ExpectedAnomalyPosterior().fit(np.zeros((4, 2)))
     with pytest.raises(ValueError, match="k must be"):
         ExpectedAnomalyPosterior(k=0).fit(np.random.default_rng(0).normal(size=(20, 2)))
+
+
+def test_support_scales_the_density_and_zero_support_gives_the_prior():
+    normals, points = clouds()
+    eap = ExpectedAnomalyPosterior(n_subsets=5, k=5, seed=0).fit(normals)
+    plain = eap.posterior(points)
+    np.testing.assert_allclose(eap.posterior(points, np.ones(len(points))), plain, rtol=1e-6)
+    b0, b1 = eap.prior_
+    np.testing.assert_allclose(eap.posterior(points, np.zeros(len(points))), b1 / (b0 + b1))
+    half = eap.posterior(points, np.full(len(points), 0.5))
+    inside = plain != b1 / (b0 + b1)
+    assert np.all(np.abs(half - b1 / (b0 + b1)) <= np.abs(plain - b1 / (b0 + b1)) + 1e-9)  # nearer the prior
+    assert np.any(np.abs(half - plain)[inside] > 1e-3)
+    with pytest.raises(ValueError, match="one value in \\[0, 1\\] per point"):
+        eap.posterior(points, np.full(3, 0.5))
+    with pytest.raises(ValueError, match="one value in \\[0, 1\\] per point"):
+        eap.posterior(points, np.full(len(points), 1.5))
