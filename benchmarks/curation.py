@@ -42,6 +42,7 @@ from detectors.metrics import auroc  # noqa: E402
 from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.synthetic import make_generator, synth_options_for  # noqa: E402
 from synth import DRAEM, TextureSource  # noqa: E402
+from synth.base import to_rgb  # noqa: E402
 from synth.perlin import perlin_mask  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,8 +70,7 @@ def rgb(image: np.ndarray) -> np.ndarray:
     """uint8 RGB from grey, RGBA or boolean images."""
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
-    image = image[..., :3] if image.ndim == 3 else image
-    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
+    return to_rgb(image[..., :3] if image.ndim == 3 else image)
 
 
 def random_crop(image: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import smooth, textured, write_images
 
 from anomalyforge.cli import main
@@ -76,6 +77,7 @@ def test_the_rest_of_the_image_decides_the_support():
     normal_support = scorer.masked_patches(on_normal, [mask] * 6).support
     assert normal_support.min() > 0.5
     assert scorer.score(on_normal, [mask] * 6).min() > 0.2
+    assert torch.all(scorer.masked_patches(on_foreign, [mask] * 6).support == 0)  # judged by the rest alone
     np.testing.assert_allclose(scorer.score(on_foreign, [mask] * 6), b1 / (b0 + b1), atol=1e-9)
     plain = small_scorer(support_cells=0).fit(NORMALS, progress=False)  # the test turned off
     assert plain.masked_patches(on_foreign, [mask] * 6).support is None
