@@ -1,3 +1,5 @@
 """anomalyforge: synthetic anomaly data for visual inspection."""
 
-__version__ = "0.1.0"
+from synth.version import __version__
+
+__all__ = ["__version__"]

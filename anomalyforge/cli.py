@@ -12,16 +12,12 @@ from . import __version__
 
 
 def _weights(text: str) -> dict[str, float]:
-    weights = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"weights must look like cutpaste=1,nsa=2,draem=1; got {part!r}")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"weight of {name!r} is not a number: {value!r}") from None
-    return weights
+    from synth.registry import parse_weights
+
+    try:
+        return parse_weights(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive(text: str) -> int:
@@ -46,15 +42,16 @@ def _open_probability(text: str) -> float:
 
 
 def generator_options(args: argparse.Namespace) -> dict[str, dict]:
-    """Per-generator keyword arguments from the generate options."""
-    on_object = "border" if args.preset == "object" else None
-    return {
-        "cutpaste": {"variant": args.variant, "background": on_object, "p_unchanged": args.p_unchanged},
-        "nsa": {"preset": args.preset, "label_mode": args.label_mode, "p_unchanged": args.p_unchanged},
-        "draem": {"texture_dir": args.textures, "background": on_object, "p_unchanged": args.p_unchanged},
-        "diffusion": {"model": args.model, "defect": args.defect, "background": on_object, "p_unchanged": args.p_unchanged},
-        "mix": {"p_unchanged": args.p_unchanged},
+    """Per-generator keyword arguments from the generate options (the preset's, then the command's own)."""
+    from synth.presets import preset_options
+
+    own = {
+        "cutpaste": {"variant": args.variant}, "nsa": {"label_mode": args.label_mode}, "draem": {},
+        "diffusion": {"model": args.model, "defect": args.defect},
     }
+    options = {name: {**preset_options(args.preset, args.textures)[name], **mine, "p_unchanged": args.p_unchanged}
+               for name, mine in own.items()}
+    return {**options, "mix": {"p_unchanged": args.p_unchanged}}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -88,8 +85,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def write_preview(dataset: str | Path, out: str | Path, n: int, columns: int, tile: int) -> Path:
-    from curate.dataset_reader import read_generated
-    from curate.preview import contact_sheet, mask_overlay, save_png
+    from synth.dataset_reader import read_generated
+    from synth.pictures import contact_sheet, mask_overlay, save_png
 
     panels = []
     for sample in read_generated(dataset, limit=n):
@@ -125,27 +122,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``key=value`` detector options; values are read as JSON when they parse (numbers, lists, true)."""
-    import json
+def parse_options(items: list[str]) -> dict:
+    """``--set key=value`` options of one class, read as a recipe's overrides are (values as YAML)."""
+    from .recipe import parse_overrides
 
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    return {".".join(keys): value for keys, value in parse_overrides(items)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors import detector_class
     from detectors.data import generated_input_folder, guess_preset, is_generated_dataset
     from detectors.run_folder import train_run
-    from detectors.synthetic import synth_options_for
+    from synth.presets import preset_options
 
     from .recipe import checked_options
 
@@ -162,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if anomalies_dir and args.detector == "knn":
         raise ValueError("the knn detector trains on normal images only; drop --anomalies")
     klass = detector_class(args.detector)
-    options = checked_options(klass, parse_overrides(args.set), f"{args.detector} detector")
+    options = checked_options(klass, parse_options(args.set), f"{args.detector} detector")
     for name in ("epochs", "seed", "device"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
@@ -171,7 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.detector != "knn":
         options.setdefault("synth", args.synth if args.synth is not None else ("none" if anomalies_dir else "draem,nsa,cutpaste"))
         preset = guess_preset(normals_dir) if args.preset == "auto" else args.preset
-        options.setdefault("synth_options", synth_options_for(preset, args.textures))
+        options.setdefault("synth_options", preset_options(preset, args.textures))
     detector = klass(**options)
     info = train_run(detector, normals_dir, args.out, anomalies_dir, reference=not args.no_reference, progress=not args.quiet,
                      target_fpr=args.target_fpr)
@@ -241,7 +229,7 @@ def _scorer(args: argparse.Namespace):
 
     from .recipe import checked_options
 
-    options = checked_options(EAPScorer, parse_overrides(args.set), "EAP scorer")
+    options = checked_options(EAPScorer, parse_options(args.set), "EAP scorer")
     for name in ("seed", "device"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
@@ -271,7 +259,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _quotas(text: str) -> dict[str, float]:
-    return _weights(text.replace(":", "="))
+    return _weights(text)
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
@@ -296,7 +284,9 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from synth import ImageFiles, normal_image_paths
-    from synth.diffusion import PretrainedDefectDiffusion, ScratchDefectDiffusion, split_shots
+    from synth.diffusion import split_shots
+    from synth.registry import BACKENDS
+    from synth.presets import preset_options
 
     from .recipe import checked_options
 
@@ -308,15 +298,15 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
     if not shots:
         raise ValueError(f"{data}: no readable defect shots")
     normals = ImageFiles(normal_image_paths(args.normals or data))
-    klass = PretrainedDefectDiffusion if args.backend == "pretrained" else ScratchDefectDiffusion
-    options = checked_options(klass, parse_overrides(args.set), f"{args.backend} diffusion")
+    klass = BACKENDS.get(args.backend)
+    options = checked_options(klass, parse_options(args.set), f"{args.backend} diffusion")
     for name in ("seed", "device"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.steps is not None:
         options["train_steps"] = args.steps
-    if args.preset == "object":
-        options.setdefault("background", "border")
+    for name, value in preset_options(args.preset)["diffusion"].items():
+        options.setdefault(name, value)
     if args.backend == "pretrained":
         if not args.pretrained:
             raise ValueError("--backend pretrained needs --pretrained DIR_OR_HUB_ID (a Stable Diffusion inpainting pipeline)")
@@ -333,15 +323,15 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
         return 0
     generator.save_pretrained(out)
     if args.preview:
-        from curate.preview import save_png, shots_sheet
+        from synth.pictures import save_png, shots_sheet
         from synth.diffusion import example_defects
 
         samples = example_defects(generator, normals, args.preview)
         print(f"preview sheet: {save_png(out / 'preview.png', shots_sheet(shots, samples, args.preview))}")
-    counts = ", ".join(f"{d} {n}" for d, n in generator._state["shots"].items())
+    counts = ", ".join(f"{d} {n}" for d, n in generator.fit_summary["shots"].items())
     skipped = f"; {len(bad)} unreadable files skipped" if bad else ""
     print(f"learned {len(generator.defects)} defect types from {len(shots)} shots ({counts}) in "
-          f"{generator._state['train_seconds']:.0f} s{skipped}; saved to {out}")
+          f"{generator.fit_summary['train_seconds']:.0f} s{skipped}; saved to {out}")
     print(f"generate with: anomalyforge generate --input {data} --generator diffusion --model {out} --out DIR")
     return 0
 
@@ -381,6 +371,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from curate.selection import SELECTION_DEFAULTS
+    from curate.writers import FORMATS
+    from detectors.registry import DETECTORS
+    from synth.presets import PRESETS
+    from synth.registry import BACKENDS, GENERATORS
+
     parser = argparse.ArgumentParser(prog="anomalyforge", description="Synthetic anomaly data for visual inspection.")
     parser.add_argument("--version", action="version", version=f"anomalyforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -388,14 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="synthesise an anomaly dataset from a folder of normal images")
     gen.add_argument("--input", required=True, help="folder of normal images, or an MVTec category (uses train/good)")
     gen.add_argument("--out", required=True, help="output folder (an interrupted run resumes here)")
-    gen.add_argument("--generator", choices=["cutpaste", "nsa", "draem", "diffusion", "mix"], default="mix",
+    gen.add_argument("--generator", choices=GENERATORS.names(), default="mix",
                      help="anomaly generator (default mix: cutpaste, nsa and draem in turn, see --weights)")
     gen.add_argument("--n", type=_positive, default=100, help="number of samples (default 100)")
     gen.add_argument("--seed", type=int, default=0, help="run seed: same seed and input, same samples (default 0)")
     gen.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
-    gen.add_argument("--format", choices=["mvtec", "hf"], default="mvtec",
+    gen.add_argument("--format", choices=FORMATS, default="mvtec",
                      help="mvtec: test/<generator>/ + ground_truth/; hf: hub-ready parquet folder")
-    gen.add_argument("--preset", choices=["texture", "object"], default="texture",
+    gen.add_argument("--preset", choices=PRESETS, default="texture",
                      help="object: anomalies stay on the object (background estimated from the border)")
     gen.add_argument("--variant", choices=["normal", "scar", "union", "3way"], default="union", help="CutPaste variant")
     gen.add_argument("--label-mode", choices=["binary", "intensity", "logistic-intensity"], default="logistic-intensity",
@@ -422,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a detector on normal images and synthetic anomalies")
     train.add_argument("--data", required=True,
                        help="MVTec category (uses train/good), folder of normal images, or a dataset written by generate")
-    train.add_argument("--detector", choices=["hybrid", "feature", "draem", "knn"], default="hybrid",
+    train.add_argument("--detector", choices=DETECTORS.names(), default="hybrid",
                        help="hybrid (default): normal memory + head trained on synthetic anomalies, fused; "
                             "feature: feature-space discriminator alone; draem; knn: normal-only reference")
     train.add_argument("--synth", default=None,
@@ -435,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="short side of the detector's input (default 256); the long side follows the images' aspect")
     train.add_argument("--aspect", choices=["auto", "square"], default="auto",
                        help="auto: keep the training images' aspect ratio (default); square: resize to size x size")
-    train.add_argument("--preset", choices=["auto", "object", "texture"], default="auto",
+    train.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
                        help="where anomalies go; auto: object when the image border is uniform")
     train.add_argument("--textures", default=None, help="DRAEM anomaly source textures (default: bundled)")
     train.add_argument("--seed", type=int, default=None, help="seed of the data split, anomalies and training (default 0)")
@@ -487,12 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--threshold", type=float, default=None, help="keep samples with EAP at least this")
     cur.add_argument("--quota", type=_quotas, default=None,
                      help="per-generator caps: counts or fractions, e.g. cutpaste=100,draem=0.5")
-    cur.add_argument("--min-pixels", type=int, default=16, help="drop masks with fewer pixels (default 16)")
-    cur.add_argument("--max-area", type=float, default=0.9, help="drop masks covering this much of the image (default 0.9)")
-    cur.add_argument("--duplicate-similarity", type=float, default=0.98,
+    cur.add_argument("--min-pixels", type=int, default=SELECTION_DEFAULTS["min_pixels"],
+                     help=f"drop masks with fewer pixels (default {SELECTION_DEFAULTS['min_pixels']})")
+    cur.add_argument("--max-area", type=float, default=SELECTION_DEFAULTS["max_area"],
+                     help=f"drop masks covering this much of the image (default {SELECTION_DEFAULTS['max_area']})")
+    cur.add_argument("--duplicate-similarity", type=float, default=SELECTION_DEFAULTS["duplicate_similarity"],
                      help="drop a sample whose in-mask features match a better one this closely at the same place")
     cur.add_argument("--keep-duplicates", action="store_true", help="no near-duplicate removal")
-    cur.add_argument("--format", choices=["mvtec", "hf"], default=None, help="output format (default: the input's)")
+    cur.add_argument("--format", choices=FORMATS, default=None, help="output format (default: the input's)")
     cur.add_argument("--rescore", action="store_true", help="score again even when scores are stored")
     cur.set_defaults(func=cmd_curate)
 
@@ -508,12 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--shots", type=_positive, default=3, help="real defects per type to learn from (default 3)")
     fit.add_argument("--defects", default=None, help="comma-separated defect types (default: all in test/)")
     fit.add_argument("--normals", default=None, help="normal images (default: DATA/train/good)")
-    fit.add_argument("--backend", choices=["scratch", "pretrained"], default="scratch",
+    fit.add_argument("--backend", choices=BACKENDS.names(), default="scratch",
                      help="scratch: small U-Net trained here (CPU-friendly); pretrained: Stable Diffusion inpainting")
     fit.add_argument("--pretrained", default=None, help="pretrained backend: folder or hub id of an inpainting pipeline")
     fit.add_argument("--lora-rank", type=int, default=0, help="pretrained backend: LoRA rank on the U-Net (0: off)")
     fit.add_argument("--steps", type=_positive, default=None, help="training steps")
-    fit.add_argument("--preset", choices=["texture", "object"], default="texture",
+    fit.add_argument("--preset", choices=PRESETS, default="texture",
                      help="object: new defects stay on the object (background estimated from the border)")
     fit.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                      help="generator options, e.g. resolution=128 batch_size=16 num_inference_steps=50")

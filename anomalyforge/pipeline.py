@@ -22,10 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from curate.manifest import write_atomic, write_json
-from synth.files import check_output_folder
+from synth.files import check_output_folder, write_atomic, write_json
 
 from .recipe import EMBEDDED, dump_recipe
+from .run_context import RunContext
 
 MANIFEST = "manifest.json"
 RECIPE = "recipe.yaml"
@@ -41,34 +41,8 @@ class Step:
     keys: tuple[str, ...]
     after: tuple[str, ...]
     folders: tuple[str, ...]
-    work: Callable[["RunContext"], dict[str, Any]]
-    wanted: Callable[["RunContext"], bool] = lambda ctx: True
-
-
-@dataclass
-class RunContext:
-    recipe: dict[str, Any]
-    root: Path
-    manifest: dict[str, Any]
-    progress: bool = True
-    echo: Callable[[str], None] = print
-
-    def outputs(self, step: str) -> dict[str, Any]:
-        """What an earlier step of this run folder produced ({} when it is off)."""
-        entry = self.manifest["steps"].get(step, {})
-        return entry.get("outputs", {}) if entry.get("status") == "done" else {}
-
-    @property
-    def seed(self) -> int:
-        return self.recipe["seed"]
-
-    @property
-    def train_dir(self) -> Path:
-        return Path(self.outputs("normals")["train"])
-
-    @property
-    def anomalies_dir(self) -> Path:
-        return Path((self.outputs("curate") or self.outputs("generate"))["dataset"])
+    work: Callable[[RunContext], dict[str, Any]]
+    wanted: Callable[[RunContext], bool] = lambda ctx: True
 
 
 @dataclass
@@ -152,20 +126,21 @@ def step_normals(ctx: RunContext) -> dict[str, Any]:
 
 def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
     """Learn the real defect types from a few shots with a diffusion model (few-shot recipes)."""
-    from curate.preview import save_png, shots_sheet
     from synth import ImageFiles, normal_image_paths
+    from synth.pictures import save_png, shots_sheet
     from synth.diffusion import example_defects, split_shots
 
-    from .recipe import diffusion_class
+    from synth.presets import preset_options
+    from synth.registry import BACKENDS
 
     fit = ctx.recipe["fit_defects"]
     shots, held_out, bad = split_shots(fit["data"], fit["shots"], seed=ctx.seed, defects=fit["defects"])
     if not shots:
         raise ValueError(f"fit_defects.data: no readable defect shots in {fit['data']}")
     options = {"seed": ctx.seed, **fit["options"]}
-    if ctx.recipe["data"]["preset"] == "object":
-        options.setdefault("background", "border")
-    generator = diffusion_class(fit["backend"])(**options)
+    for name, value in preset_options(ctx.recipe["data"]["preset"])["diffusion"].items():
+        options.setdefault(name, value)
+    generator = BACKENDS.get(fit["backend"])(**options)
     normals = ImageFiles(normal_image_paths(ctx.train_dir))
     out = ctx.root / "defects"
     generator.fit(shots, normals, progress=ctx.progress, checkpoint_dir=out / "checkpoint")
@@ -175,7 +150,7 @@ def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
         save_png(out / "preview.png", shots_sheet(shots, samples, fit["preview"]))
     return {
         "model": str(out), "defects": list(generator.defects), "shots": [str(s.source) for s in shots],
-        "n_held_out": len(held_out), "skipped_files": bad, "train_seconds": generator._state.get("train_seconds"),
+        "n_held_out": len(held_out), "skipped_files": bad, "train_seconds": generator.fit_summary.get("train_seconds"),
     }
 
 
@@ -210,12 +185,10 @@ def step_generate(ctx: RunContext) -> dict[str, Any]:
     return {"dataset": str(out), "samples": made, "failed": report.failed, "skipped_files": report.bad_files}
 
 
-SELECTION_KEYS = ("top_fraction", "threshold", "quotas", "min_pixels", "max_area", "duplicate_similarity")
-
-
 def step_curate(ctx: RunContext) -> dict[str, Any]:
     from curate.curation import curate_dataset
     from curate.scorer import EAPScorer
+    from curate.selection import SELECTION_OPTIONS
     from curate.scoring import load_scores
 
     cur = ctx.recipe["curate"]
@@ -227,7 +200,7 @@ def step_curate(ctx: RunContext) -> dict[str, Any]:
     )
     shutil.rmtree(ctx.root / "curated", ignore_errors=True)  # what an interrupted attempt wrote
     result = curate_dataset(
-        generated, ctx.root / "curated", {k: cur[k] for k in SELECTION_KEYS}, scorer=scorer, normals=ctx.train_dir,
+        generated, ctx.root / "curated", {k: cur[k] for k in SELECTION_OPTIONS}, scorer=scorer, normals=ctx.train_dir,
         rescore=not same_scorer, progress=ctx.progress,
     )
     return {
@@ -239,7 +212,7 @@ def step_curate(ctx: RunContext) -> dict[str, Any]:
 def step_train(ctx: RunContext) -> dict[str, Any]:
     from detectors import detector_class
     from detectors.run_folder import train_run
-    from detectors.synthetic import synth_options_for
+    from synth.presets import preset_options
 
     train = dict(ctx.recipe["train"])
     kind, reference, target_fpr = train.pop("detector"), train.pop("reference"), train.pop("target_fpr")
@@ -247,7 +220,7 @@ def step_train(ctx: RunContext) -> dict[str, Any]:
     if kind != "knn":
         options.setdefault("synth", "none")  # the curated dataset is the training anomalies
         textures = ctx.recipe["generate"]["generators"].get("draem", {}).get("texture_dir")
-        options.setdefault("synth_options", synth_options_for(ctx.recipe["data"]["preset"], textures))
+        options.setdefault("synth_options", preset_options(ctx.recipe["data"]["preset"], textures))
     detector = detector_class(kind)(**options)
     anomalies = None if kind == "knn" else ctx.anomalies_dir
     shutil.rmtree(ctx.root / "detector", ignore_errors=True)  # what an interrupted attempt wrote

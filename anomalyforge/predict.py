@@ -97,7 +97,7 @@ def predict_paths(
     files are named, skipped and listed; the rest is written."""
     from tqdm.auto import tqdm
 
-    from curate.preview import heatmap_overlay, save_png
+    from synth.pictures import heatmap_overlay, save_png
 
     out = Path(out)
     files = input_files(inputs)

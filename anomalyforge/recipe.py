@@ -9,7 +9,6 @@ constructor (its parameter names and type hints), so the recipe accepts exactly 
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import types
 import typing
@@ -19,6 +18,12 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
+
+from curate.selection import SELECTION_DEFAULTS
+from curate.writers import FORMATS
+from detectors.registry import DETECTORS
+from synth.presets import PRESETS, preset_options
+from synth.registry import BACKENDS, DEFAULT_MIX, GENERATORS, MIXABLE
 
 EMBEDDED = "embedded"
 AUTO = "auto"
@@ -30,7 +35,7 @@ SCHEMA: dict[str, Any] = {
     "data": {
         "normals": (Optional[str], None),
         "test": (Optional[str], AUTO),
-        "preset": (Literal["auto", "texture", "object"], AUTO),
+        "preset": (Literal[(AUTO, *PRESETS)], AUTO),
         "holdout": (float, 0.2),
         "license": (Optional[str], None),
     },
@@ -39,30 +44,30 @@ SCHEMA: dict[str, Any] = {
         "data": (str, AUTO),
         "shots": (int, 3),
         "defects": (Optional[list[str]], None),
-        "backend": (Literal["scratch", "pretrained"], "scratch"),
+        "backend": (Literal[BACKENDS.names()], "scratch"),
         "preview": (int, 3),
         "options": (dict, {}),
     },
     "generate": {
         "n": (int, 500),
-        "format": (Literal["hf", "mvtec"], "hf"),
+        "format": (Literal[FORMATS], "hf"),
         "shard_size": (int, 1000),
         "workers": (int, 1),
         "p_unchanged": (float, 0.0),
-        "generators": (dict, {"cutpaste": {"weight": 1.0}, "nsa": {"weight": 1.0}, "draem": {"weight": 1.0}}),
+        "generators": (dict, {name: {"weight": weight} for name, weight in DEFAULT_MIX.items()}),
     },
     "curate": {
         "enabled": (bool, True),
-        "top_fraction": (Optional[float], 0.5),
-        "threshold": (Optional[float], None),
-        "quotas": (Optional[dict[str, float]], None),
-        "min_pixels": (int, 16),
-        "max_area": (float, 0.9),
-        "duplicate_similarity": (Optional[float], 0.98),
+        "top_fraction": (Optional[float], 0.5),  # a recipe keeps the better half unless told otherwise
+        "threshold": (Optional[float], SELECTION_DEFAULTS["threshold"]),
+        "quotas": (Optional[dict[str, float]], SELECTION_DEFAULTS["quotas"]),
+        "min_pixels": (int, SELECTION_DEFAULTS["min_pixels"]),
+        "max_area": (float, SELECTION_DEFAULTS["max_area"]),
+        "duplicate_similarity": (Optional[float], SELECTION_DEFAULTS["duplicate_similarity"]),
         "scorer": (dict, {}),
     },
     "train": {
-        "detector": (Literal["hybrid", "feature", "draem", "knn"], "hybrid"),
+        "detector": (Literal[DETECTORS.names()], "hybrid"),
         "reference": (bool, True),
         "target_fpr": (float, 0.01),
     },
@@ -186,26 +191,10 @@ def conform(value: Any, hint: Any) -> tuple[bool, Any]:
     return True, value
 
 
-def constructor_hints(klass: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``{parameter: type hint}`` of a class's constructor, through ``**kwargs`` to its bases."""
-    hints: dict[str, Any] = {}
-    for base in klass.__mro__:
-        if base is object or "__init__" not in vars(base):
-            continue
-        resolved = typing.get_type_hints(base.__init__)
-        for name, parameter in inspect.signature(base.__init__).parameters.items():
-            if name in ("self",) + skip or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
-                continue
-            hints.setdefault(name, resolved.get(name, Any))
-        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(base.__init__).parameters.values()):
-            break
-    return hints
-
-
 def checked_options(klass: type, options: Mapping[str, Any], what: str) -> dict[str, Any]:
     """Command-line ``--set`` options checked the way a recipe's are: every key a constructor
     parameter of ``klass``, every value of its type (numbers given as text become numbers)."""
-    hints = constructor_hints(klass)
+    hints = klass.param_hints()
     out = {}
     for key, value in options.items():
         if key not in hints:
@@ -317,24 +306,6 @@ class _Checker:
             raise self.fail(key, str(error)) from None
 
 
-def generator_classes() -> dict[str, type]:
-    from synth import CutPaste, DRAEM, NSA
-
-    return {"cutpaste": CutPaste, "nsa": NSA, "draem": DRAEM}
-
-
-def diffusion_class(backend: str = "base") -> type:
-    from synth.diffusion import DefectDiffusion, PretrainedDefectDiffusion, ScratchDefectDiffusion
-
-    return {"base": DefectDiffusion, "scratch": ScratchDefectDiffusion, "pretrained": PretrainedDefectDiffusion}[backend]
-
-
-def detector_hints(kind: str) -> dict[str, Any]:
-    from detectors import detector_class
-
-    return constructor_hints(detector_class(kind))
-
-
 def test_folder_of(data: Mapping[str, Any]) -> str | None:
     """The real test split (an MVTec-layout folder with test/ and ground_truth/), or None."""
     test = data["test"]
@@ -421,8 +392,8 @@ def _validate_fit_defects(check: _Checker, recipe: dict[str, Any]) -> None:
         fit["data"] = check.path("fit_defects.data", fit["data"])
     if fit["shots"] < 1:
         raise check.fail("fit_defects.shots", f"must be at least 1, got {fit['shots']}")
-    klass = diffusion_class(fit["backend"])
-    hints = constructor_hints(klass)
+    klass = BACKENDS.get(fit["backend"])
+    hints = klass.param_hints()
     fit["options"] = check.section("fit_defects.options", fit["options"], hints)
     if fit["backend"] == "pretrained" and not fit["options"].get("pretrained"):
         raise check.fail("fit_defects.options.pretrained", "the pretrained backend needs a Stable Diffusion inpainting "
@@ -431,8 +402,6 @@ def _validate_fit_defects(check: _Checker, recipe: dict[str, Any]) -> None:
 
 
 def _validate_generate(check: _Checker, recipe: dict[str, Any]) -> None:
-    from synth.registry import MIXABLE
-
     gen = recipe["generate"]
     for key in ("n", "workers", "shard_size"):
         if gen[key] < 1:
@@ -441,7 +410,6 @@ def _validate_generate(check: _Checker, recipe: dict[str, Any]) -> None:
         raise check.fail("generate.p_unchanged", f"must be in [0, 1], got {gen['p_unchanged']}")
     generators = gen["generators"]
     check.keys("generate.generators", generators, MIXABLE)
-    classes = generator_classes()
     preset = recipe["data"]["preset"]
     total = 0.0
     for name, options in generators.items():
@@ -449,15 +417,15 @@ def _validate_generate(check: _Checker, recipe: dict[str, Any]) -> None:
         if options is None:
             options = {}
         if name == "diffusion":
-            hints = {"weight": float, "model": Optional[str], **constructor_hints(diffusion_class())}
+            hints = {"weight": float, "model": Optional[str], **GENERATORS.get(name).param_hints()}
         else:
-            hints = {"weight": float, **constructor_hints(classes[name], skip=("sources",))}
+            hints = {"weight": float, **{k: v for k, v in GENERATORS.get(name).param_hints().items() if k != "sources"}}
         options = check.section(key, options, hints)
         options.setdefault("weight", 1.0)
         if options["weight"] < 0:
             raise check.fail(f"{key}.weight", f"must be at least 0, got {options['weight']}")
         total += options["weight"]
-        for option, value in preset_options(name, preset).items():
+        for option, value in preset_options(preset)[name].items():
             options.setdefault(option, value)
         if name == "diffusion":
             if options.get("model"):
@@ -471,20 +439,10 @@ def _validate_generate(check: _Checker, recipe: dict[str, Any]) -> None:
         else:
             if name == "draem" and options.get("texture_dir"):
                 options["texture_dir"] = check.path(f"{key}.texture_dir", options["texture_dir"])
-            check.construct(key, classes[name], {k: v for k, v in options.items() if k != "weight"})
+            check.construct(key, GENERATORS.get(name), {k: v for k, v in options.items() if k != "weight"})
         generators[name] = options
     if total <= 0:
         raise check.fail("generate.generators", "needs at least one generator with a positive weight")
-
-
-def preset_options(name: str, preset: str) -> dict[str, Any]:
-    """Generator options a preset implies (the detectors' on-the-fly generators use the same): on an
-    object, anomalies stay on the object."""
-    from detectors.synthetic import synth_options_for
-
-    if name == "diffusion":
-        return {"background": "border" if preset == "object" else None}
-    return synth_options_for(preset)[name]
 
 
 def _validate_curate(check: _Checker, recipe: dict[str, Any]) -> None:
@@ -497,22 +455,20 @@ def _validate_curate(check: _Checker, recipe: dict[str, Any]) -> None:
         raise check.fail("curate.max_area", f"must be in (0, 1], got {cur['max_area']}")
     if cur["quotas"]:
         check.keys("curate.quotas", cur["quotas"], recipe["generate"]["generators"])
-    cur["scorer"] = check.section("curate.scorer", cur["scorer"], constructor_hints(EAPScorer))
+    cur["scorer"] = check.section("curate.scorer", cur["scorer"], EAPScorer.param_hints())
     check.construct("curate.scorer", EAPScorer, cur["scorer"])
 
 
 def _validate_train(check: _Checker, recipe: dict[str, Any]) -> None:
-    from detectors import detector_class
-
     train = recipe["train"]
     kind = train["detector"]
     own = {k: v[0] for k, v in SCHEMA["train"].items()}
-    hints = {**own, **detector_hints(kind)}
+    hints = {**own, **DETECTORS.get(kind).param_hints()}
     check.keys("train", train, hints)
     for key, value in train.items():
         train[key] = check.value(f"train.{key}", value, hints[key])
     options = {k: v for k, v in train.items() if k not in own}
-    check.construct("train", detector_class(kind), options)
+    check.construct("train", DETECTORS.get(kind), options)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -7,14 +7,13 @@ import html
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from curate.manifest import write_atomic
+from synth.files import write_atomic
 
-if TYPE_CHECKING:
-    from .pipeline import RunContext
+from .run_context import RunContext
 
 METRIC_NAMES = {
     "image_auroc": "image AUROC", "image_ap": "image AP", "image_f1_max": "image F1-max",
@@ -56,9 +55,9 @@ def generator_sheets(
     """Per generator, a sheet of samples spread over its EAP ranking (best first), each captioned with
     its EAP and, after curation (``selection``: its ``selection.json``), whether it was kept; without
     scores, samples spread over the generator's indices."""
-    from curate.dataset_reader import read_generated
-    from curate.manifest import Manifest
-    from curate.preview import contact_sheet, mask_overlay, save_png
+    from synth.dataset_reader import read_generated
+    from synth.manifest import Manifest
+    from synth.pictures import contact_sheet, mask_overlay, save_png
 
     kept = set(selection["kept_origin_indices"]) if selection else set()
     dropped = selection["dropped_samples"] if selection else {}

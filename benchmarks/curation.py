@@ -27,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,7 +39,8 @@ from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E4
 from detectors.evaluation import metrics_for  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
 from detectors.sizing import SizeRule, resize_to  # noqa: E402
-from detectors.synthetic import make_generator, synth_options_for  # noqa: E402
+from detectors.synthetic import make_generator  # noqa: E402
+from synth.presets import preset_options  # noqa: E402
 from synth import DRAEM, TextureSource  # noqa: E402
 from synth.base import to_rgb  # noqa: E402
 from synth.perlin import perlin_mask  # noqa: E402
@@ -107,7 +107,7 @@ def auxiliary_set(normals, n: int, preset: str, textures: str | None, noise: dic
     part in equal shares of its sources."""
     rng = np.random.default_rng(seed)
     shape = normals[0].shape[:2]
-    good_gen = make_generator("draem,nsa,cutpaste", synth_options_for(preset, textures), normals)
+    good_gen = make_generator("draem,nsa,cutpaste", preset_options(preset, textures), normals)
     faint = DRAEM(texture_dir=textures, opacity=(0.02, 0.05))
     out = []
     third = n // 3
@@ -203,7 +203,7 @@ def benchmark(category: Path, args) -> dict:
 
     if args.downstream_n:
         test = load_test_set(category, normals[0].shape[:2])
-        generator = make_generator("draem,nsa,cutpaste", synth_options_for(preset, args.textures), normals)
+        generator = make_generator("draem,nsa,cutpaste", preset_options(preset, args.textures), normals)
         runs = []
         for seed in args.downstream_seeds:
             rng = np.random.default_rng([args.seed, seed, 1])

@@ -29,7 +29,7 @@ from detectors import detector_class  # noqa: E402
 from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
 from detectors.sizing import SizeRule  # noqa: E402
-from detectors.synthetic import synth_options_for  # noqa: E402
+from synth.presets import preset_options  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_CATEGORIES = ("magnetic_tile", "hazelnut_toy", "screw", "ball_screw")
@@ -38,7 +38,7 @@ METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
 
 def run(category: Path, kind: str, seed: int, options: dict, preset: str) -> dict:
     if kind != "knn" and "synth_options" not in options:
-        options = {**options, "synth_options": synth_options_for(preset)}
+        options = {**options, "synth_options": preset_options(preset)}
     detector = detector_class(kind)(seed=seed, **options)
     normals = load_normals(category, detector.size_rule)
     test = load_test_set(category, normals.shape)

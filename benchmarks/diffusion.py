@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.preview import save_png, shots_sheet  # noqa: E402
+from synth.pictures import save_png, shots_sheet  # noqa: E402
 from curate.scorer import EAPScorer  # noqa: E402
 from detectors import FeatureDiscriminator  # noqa: E402
 from detectors.base import Anomaly  # noqa: E402
@@ -34,7 +34,8 @@ from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E4
 from detectors.evaluation import metrics_for  # noqa: E402
 from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
-from detectors.synthetic import make_generator, synth_options_for, synthesise  # noqa: E402
+from detectors.synthetic import make_generator, synthesise  # noqa: E402
+from synth.presets import preset_options  # noqa: E402
 from synth import ImageFiles, normal_image_paths  # noqa: E402
 from synth.diffusion import ScratchDefectDiffusion, split_shots  # noqa: E402
 
@@ -67,9 +68,9 @@ def main() -> None:
     else:
         generator.fit(shots, normals_full, checkpoint_dir=args.out / "checkpoint")
         generator.save_pretrained(model_dir)
-    train_s = generator._state["train_seconds"]
-    result |= {"diffusion_train_s": train_s, "diffusion_final_loss": generator._state["final_loss"]}
-    print(f"diffusion training: {train_s:.0f} s for {args.steps} steps, final loss {generator._state['final_loss']:.4f}", flush=True)
+    train_s = generator.fit_summary["train_seconds"]
+    result |= {"diffusion_train_s": train_s, "diffusion_final_loss": generator.fit_summary["final_loss"]}
+    print(f"diffusion training: {train_s:.0f} s for {args.steps} steps, final loss {generator.fit_summary['final_loss']:.4f}", flush=True)
 
     rng_order = np.random.default_rng(args.seed).permutation(len(paths))
     generated, types = [], []
@@ -98,7 +99,7 @@ def main() -> None:
     test.paths = [test.paths[i] for i in keep]
     diffusion_anomalies = [Anomaly(resize_to(s.image, normals.shape), resize_to(s.mask, normals.shape)) for s in generated]
 
-    options = synth_options_for(preset)
+    options = preset_options(preset)
     for name, extra in (("classical", []), ("classical+diffusion", diffusion_anomalies)):
         detector = FeatureDiscriminator(image_size=args.size, epochs=args.epochs, seed=args.seed, synth_options=options)
         start = time.perf_counter()

@@ -1,8 +1,17 @@
-"""Generation throughput and memory at 256x256.
+"""Generation start-up, end-to-end speed against anomalib, throughput and memory at 256x256.
 
-    python benchmarks/generation.py [--data DIR] [--n 400]
+    python benchmarks/generation.py [--data DIR] [--n 400] [--anomalib-python PATH] [--textures DIR] [--no-sweep]
 
-Per generator (NSA with its object and texture presets): images/s of the generator alone on one core (OpenCV and BLAS limited to one
+Start-up: wall time of ``python -c "import synth"`` and ``anomalyforge --help`` (median of 5) beside
+a bare ``python -c pass``. End to end, pinned to one core (``taskset -c 0``) and start-up included:
+``anomalyforge generate --generator draem --textures DIR --n 240 --format mvtec`` against anomalib's
+``make_synthetic_dataset`` on the same 240 images with the same texture folder, run by the Python of a
+separate venv that has anomalib (``--anomalib-python`` or ``$ANOMALIB_PYTHON``; it needs torchvision,
+which breaks this project's CPU torch, so never install it here; the row is skipped without it).
+Throughput: 2,000 DRAEM samples written in the MVTec layout by one worker on one core.
+
+Sweep (unless ``--no-sweep``):
+per generator (NSA with its object and texture presets): images/s of the generator alone on one core (OpenCV and BLAS limited to one
 thread), then the whole ``generate`` job writing each format with 1 and 2 worker processes, with the
 peak resident memory of the main process and of the largest worker. Input: 256x256 resizes of
 ``DIR/train/good`` (default ``../shared/data/magnetic_tile`` when present, else the bundled demo tiles).
@@ -14,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,13 +31,71 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BRODATZ = ROOT.parent / "shared" / "data" / "textures" / "brodatz"
+ANOMALIB_JOB = """
+import sys
+from pathlib import Path
+
+import pandas as pd
+from anomalib.data.utils.synthetic import make_synthetic_dataset
+
+inputs, out = Path(sys.argv[1]), Path(sys.argv[2])
+frame = pd.DataFrame({"image_path": sorted(str(p) for p in inputs.glob("*.png")), "label": "normal",
+                      "label_index": 0, "mask_path": "", "split": "train"})
+(out / "images").mkdir(parents=True)
+(out / "masks").mkdir()
+made = make_synthetic_dataset(frame, out / "images", out / "masks", anomalous_ratio=1.0)
+print(int((made.label_index == 1).sum()))
+"""
+
+
+def one_core() -> list[str]:
+    return ["taskset", "-c", "0"] if shutil.which("taskset") else []
+
+
+def wall(command: list[str], cwd: Path | None = None) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    start = time.perf_counter()
+    subprocess.run(one_core() + command, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def startup() -> None:
+    cli = str(Path(sys.executable).parent / "anomalyforge")
+    rows = {"python -c pass": [sys.executable, "-c", "pass"], "python -c 'import synth'": [sys.executable, "-c", "import synth"],
+            "anomalyforge --help": [cli, "--help"]}
+    for label, command in rows.items():
+        times = sorted(wall(command, ROOT) for _ in range(5))
+        print(f"start-up  {label:28s} {times[2]:6.2f} s (median of 5)")
+
+
+def versus_anomalib(inputs: Path, textures: Path, anomalib_python: str | None, tmp: Path) -> None:
+    cli = str(Path(sys.executable).parent / "anomalyforge")
+    n = len(list(inputs.glob("*.png")))
+    ours = wall([cli, "generate", "--input", str(inputs), "--generator", "draem", "--textures", str(textures), "--n", str(n),
+                 "--format", "mvtec", "--workers", "1", "--quiet", "--out", str(tmp / "ours")])
+    print(f"end to end, {n} images 256 px, one core: anomalyforge generate {ours:.2f} s ({n / ours:.1f} samples/s)")
+    if not anomalib_python or not Path(anomalib_python).exists():
+        print("end to end: anomalib row skipped (no --anomalib-python / $ANOMALIB_PYTHON)")
+        return
+    work = tmp / "anomalib"
+    (work / "datasets").mkdir(parents=True)
+    (work / "datasets" / "dtd").symlink_to(textures.resolve())  # make_synthetic_dataset reads ./datasets/dtd
+    (work / "job.py").write_text(ANOMALIB_JOB)
+    theirs = wall([anomalib_python, "job.py", str(inputs), str(work / "out")], cwd=work)
+    print(f"end to end: anomalib make_synthetic_dataset {theirs:.2f} s; anomalyforge is {theirs / ours:.2f}x faster")
+
+
+def throughput(inputs: Path, textures: Path, n: int = 2000) -> None:
+    rate = run_case("job", "draem", str(inputs), str(n), "mvtec", "1", str(textures))["images_per_s"]
+    print(f"throughput: {n} DRAEM samples, MVTec layout, 1 worker on one core: {rate:.1f} samples/s")
 GENERATORS = ["cutpaste", "nsa", "nsa-texture", "draem", "mix"]
 
 
-def make_generator(name: str, sources):
+def make_generator(name: str, sources, textures: str = ""):
     from synth import build_generator
 
-    options = {"draem": {"texture_dir": os.environ["TEXTURES"]}} if os.environ.get("TEXTURES") else {}
+    options = {"draem": {"texture_dir": textures}} if textures else {}
     if name == "nsa-texture":
         name, options = "nsa", {**options, "nsa": {"preset": "texture"}}
     return build_generator(name, sources=sources, options=options)
@@ -45,10 +113,10 @@ def prepare_inputs(data: Path | None, folder: Path, count: int = 64) -> None:
     else:
         images = list(demo_images().values())
     for k, image in enumerate(images):
-        cv2.imwrite(str(folder / f"{k:03d}.png"), cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA))
+        cv2.imwrite(str(folder / f"{k:03d}.png"), cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA)[..., ::-1])
 
 
-def case(kind: str, generator: str, inputs: Path, n: int, fmt: str = "", workers: int = 1) -> dict:
+def case(kind: str, generator: str, inputs: Path, n: int, fmt: str = "", workers: int = 1, textures: str = "") -> dict:
     """One measurement, run in a fresh process so that memory figures are its own."""
     import cv2
     import numpy as np
@@ -58,7 +126,7 @@ def case(kind: str, generator: str, inputs: Path, n: int, fmt: str = "", workers
 
     cv2.setNumThreads(1)
     paths = list_images(inputs)
-    gen = make_generator(generator, ImageFiles(paths))
+    gen = make_generator(generator, ImageFiles(paths), textures)
     if kind == "core":
         images = [read_image(p) for p in paths]
         for k in range(10):  # warm-up: caches, lazy imports
@@ -80,8 +148,10 @@ def case(kind: str, generator: str, inputs: Path, n: int, fmt: str = "", workers
 
 
 def run_case(*args: str) -> dict:
+    """One measurement in a fresh process, pinned to one core."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, __file__, "--case", *args], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(one_core() + [sys.executable, __file__, "--case", *args], capture_output=True, text=True, env=env,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -89,16 +159,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "magnetic_tile")
     parser.add_argument("--n", type=int, default=400, help="images per measurement")
+    parser.add_argument("--textures", type=Path, default=BRODATZ, help="DRAEM texture folder (default: shared Brodatz)")
+    parser.add_argument("--anomalib-python", default=os.environ.get("ANOMALIB_PYTHON"),
+                        help="python of a separate venv with anomalib, for the end-to-end comparison")
+    parser.add_argument("--no-sweep", action="store_true", help="only start-up, end to end and throughput")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        kind, generator, inputs, n, fmt, workers = args.case
-        print(json.dumps(case(kind, generator, Path(inputs), int(n), fmt, int(workers))))
+        kind, generator, inputs, n, fmt, workers, *textures = args.case
+        print(json.dumps(case(kind, generator, Path(inputs), int(n), fmt, int(workers), *textures)))
         return
     with tempfile.TemporaryDirectory() as tmp:
+        startup()
         inputs = Path(tmp) / "inputs"
-        prepare_inputs(args.data, inputs)
+        prepare_inputs(args.data, inputs, count=240)
         print(f"inputs: {len(list(inputs.iterdir()))} images 256x256 from {args.data if args.data.exists() else 'demo tiles'}")
+        textures = args.textures if args.textures.is_dir() else None
+        if textures is None:
+            print(f"no texture folder at {args.textures}: end-to-end and throughput rows skipped")
+        else:
+            versus_anomalib(inputs, textures, args.anomalib_python, Path(tmp))
+            throughput(inputs, textures)
+        if args.no_sweep:
+            return
         print(f"{'generator':10s} {'what':22s} {'img/s':>8s} {'peak main MB':>13s} {'peak worker MB':>15s}")
         for generator in GENERATORS:
             rows = [("1 core, no writing", run_case("core", generator, str(inputs), str(args.n), "-", "1"))]

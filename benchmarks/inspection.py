@@ -33,7 +33,7 @@ from detectors.data import guess_preset  # noqa: E402
 from detectors.export import export_onnx  # noqa: E402
 from detectors.run_folder import train_run  # noqa: E402
 from detectors.sizing import resize_to  # noqa: E402
-from detectors.synthetic import synth_options_for  # noqa: E402
+from synth.presets import preset_options  # noqa: E402
 from synth import read_image  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -61,7 +61,7 @@ def onnx_throughput(detector, model_path: Path, paths: list[Path], batch: int = 
 
 def run(category: Path, target_fpr: float, work: Path) -> dict:
     preset = guess_preset(category)
-    detector = HybridDetector(seed=0, synth_options=synth_options_for(preset))
+    detector = HybridDetector(seed=0, synth_options=preset_options(preset))
     run_dir = work / category.name
     start = time.perf_counter()
     train_run(detector, category, run_dir, reference=False, progress=False, target_fpr=target_fpr)

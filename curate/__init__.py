@@ -1,23 +1,21 @@
-"""Curation and dataset writing: manifests, writers, EAP scoring and selection, reports, publishing."""
+"""Curation and dataset writing: writers, EAP scoring and selection, reports, publishing.
 
-from .card import write_dataset_card
-from .curation import CurationReport, curate_dataset
-from .dataset_reader import GeneratedSample, read_generated
-from .eap import ExpectedAnomalyPosterior
-from .job import GenerationReport, generate_dataset, sample_seed
-from .manifest import Manifest
-from .preview import contact_sheet, heatmap_overlay, mask_overlay, save_png
-from .publish import publish_dataset
-from .report import write_report
-from .scorer import EAPScorer
-from .scoring import ScoredDataset, load_scores, score_dataset
-from .selection import Candidate, Selection, select
-from .writers import FORMATS, HubFolderWriter, MVTecWriter, make_writer
+Names load their module when first used: writing a dataset does not import torch or the detectors.
+"""
 
-__all__ = [
-    "FORMATS", "Candidate", "CurationReport", "EAPScorer", "ExpectedAnomalyPosterior", "GeneratedSample",
-    "GenerationReport", "HubFolderWriter", "MVTecWriter", "Manifest", "ScoredDataset", "Selection", "contact_sheet",
-    "curate_dataset", "generate_dataset", "heatmap_overlay", "load_scores", "make_writer", "mask_overlay",
-    "publish_dataset", "read_generated", "sample_seed", "save_png", "score_dataset", "select", "write_dataset_card",
-    "write_report",
-]
+from synth.lazy import lazy_exports
+
+_EXPORTS = {
+    "write_dataset_card": ".card",
+    "CurationReport": ".curation", "curate_dataset": ".curation",
+    "ExpectedAnomalyPosterior": ".eap",
+    "GenerationReport": ".job", "generate_dataset": ".job", "sample_seed": ".job",
+    "publish_dataset": ".publish",
+    "write_report": ".report",
+    "EAPScorer": ".scorer",
+    "ScoredDataset": ".scoring", "load_scores": ".scoring", "score_dataset": ".scoring",
+    "Candidate": ".selection", "Selection": ".selection", "select": ".selection",
+    "FORMATS": ".writers", "HubFolderWriter": ".writers", "MVTecWriter": ".writers", "make_writer": ".writers",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

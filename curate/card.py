@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from .manifest import Manifest, write_atomic
+from synth.files import write_atomic
+from synth.manifest import Manifest
 
 FEATURE_YAML = [
     {"name": "image", "dtype": "image"}, {"name": "mask", "dtype": "image"}, {"name": "label", "dtype": "int64"},

@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 
 from synth.files import check_output_folder
 
-from .dataset_reader import dataset_format, read_generated
+from synth.dataset_reader import dataset_format, read_generated
 from .job import RUN_INFO, read_run_info
-from .manifest import write_json
+from synth.files import write_json
 from .report import write_report
 from .scorer import EAPScorer
 from .scoring import ScoredDataset, eap_summary, load_scores, score_dataset, store_scores

@@ -25,7 +25,7 @@ from synth.files import check_output_folder
 from synth.readers import ImageReadError, read_image
 
 from .card import write_dataset_card
-from .manifest import write_json
+from synth.files import write_json
 from .writers import EncodedSample, encode_png, make_writer, mask_to_uint8
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,33 @@ class _Context:
 
 
 _CONTEXT: _Context | None = None
+# Decoded source images kept by each worker: a run cycles through its sources again and again, and
+# decoding is a third of the time per sample. Filled first come, first kept (an LRU would miss every
+# time on a cyclic order larger than itself); read-only, so a generator cannot change a cached image.
+SOURCE_CACHE_BYTES = 256 * 2**20
+_SOURCES: dict[Path, np.ndarray] = {}
+_SOURCE_BYTES = 0
 
 
 def _init_worker(context: _Context, single_thread: bool = True) -> None:
-    global _CONTEXT
+    global _CONTEXT, _SOURCE_BYTES
     if single_thread:
         cv2.setNumThreads(1)
     _CONTEXT = context
+    _SOURCES.clear()
+    _SOURCE_BYTES = 0
+
+
+def _read_source(path: Path) -> np.ndarray:
+    global _SOURCE_BYTES
+    image = _SOURCES.get(path)
+    if image is None:
+        image = read_image(path)
+        if _SOURCE_BYTES + image.nbytes <= SOURCE_CACHE_BYTES:
+            image.flags.writeable = False
+            _SOURCES[path] = image
+            _SOURCE_BYTES += image.nbytes
+    return image
 
 
 def _make(index: int) -> dict[str, Any]:
@@ -72,7 +92,7 @@ def _make(index: int) -> dict[str, Any]:
     for candidate in source_order(ctx.seed, len(ctx.paths), index):
         path = ctx.paths[candidate]
         try:
-            image = read_image(path)
+            image = _read_source(path)
         except ImageReadError as error:
             bad.append((str(path), str(error)))
             continue
@@ -155,7 +175,7 @@ def generate_dataset(
 ) -> GenerationReport:
     """Generate ``n`` samples from the normal images at ``paths`` into ``out``; resumes a run that
     was interrupted (same arguments), refuses a folder that holds a different run."""
-    from anomalyforge import __version__
+    from synth.version import __version__
 
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .dataset_reader import dataset_format
+from synth.dataset_reader import dataset_format
 from .job import RUN_INFO
 from .scoring import SCORES_FILE, refresh_card
 

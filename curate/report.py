@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from .dataset_reader import read_generated
-from .manifest import write_atomic
-from .preview import contact_sheet, mask_overlay, save_png
+from synth.dataset_reader import read_generated
+from synth.files import write_atomic
+from synth.pictures import contact_sheet, mask_overlay, save_png
 from .selection import Candidate, Selection
 
 

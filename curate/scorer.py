@@ -12,7 +12,6 @@ patches, weighted by how much of each patch the mask covers.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from detectors.features import PatchFeatures, to_batch
 from detectors.sizing import SizeRule, resize_to
+from synth.params import Configurable
 
 from .eap import ExpectedAnomalyPosterior
 from .support import OutsideSupport, outside_cells
@@ -75,7 +75,7 @@ def window_around(cell: tuple[int, int], grid: tuple[int, int], rng: np.random.G
     return slice(top, top + h), slice(left, left + w)
 
 
-class EAPScorer:
+class EAPScorer(Configurable):
     """Scores synthetic anomalies (image + mask) with the Expected Anomaly Posterior.
 
     ``fit(normal_images)`` extracts patch features of the normals and draws the EAP subsets;
@@ -87,6 +87,8 @@ class EAPScorer:
     whether the image is on the normal support (:mod:`curate.support`; 0 turns the test off);
     ``context_weight`` > 0 also appends the mean feature outside the mask to every point.
     """
+
+    not_config = ("batch_size", "device")  # do not change the scores
 
     def __init__(
         self,
@@ -125,10 +127,6 @@ class EAPScorer:
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
-
-    def get_config(self) -> dict:
-        """The parameters that decide the scores (for the dataset's records)."""
-        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters if name not in ("batch_size", "device")}
 
     @property
     def size_rule(self) -> SizeRule:

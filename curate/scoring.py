@@ -18,9 +18,10 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from .card import write_dataset_card
-from .dataset_reader import dataset_format, read_generated
+from synth.dataset_reader import dataset_format, read_generated
 from .job import RUN_INFO, read_run_info
-from .manifest import Manifest, write_atomic, write_json
+from synth.files import write_atomic, write_json
+from synth.manifest import Manifest
 from .scorer import EAPScorer
 from .selection import Candidate
 from .writers import hf_schema

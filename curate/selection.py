@@ -3,6 +3,7 @@ per-generator quotas and near-duplicate removal. Every dropped sample gets a rea
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -127,3 +128,8 @@ def select(
             dropped[c.index] = f"not in top fraction: {top_fraction}"
         alive = alive[:budget]
     return Selection(sorted(c.index for c in alive), dropped)
+
+
+# The options a user sets (command line, recipe); their defaults are select's own, read from its signature.
+SELECTION_OPTIONS = ("top_fraction", "threshold", "quotas", "min_pixels", "max_area", "duplicate_similarity")
+SELECTION_DEFAULTS = {name: inspect.signature(select).parameters[name].default for name in SELECTION_OPTIONS}

@@ -15,10 +15,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .manifest import Manifest, remove_temporaries, write_atomic
+from synth.files import remove_temporaries, write_atomic
+from synth.manifest import Manifest
 
 FORMATS = ("mvtec", "hf")
 
@@ -140,8 +139,10 @@ HF_FEATURES = {
 }
 
 
-def hf_schema() -> pa.Schema:
+def hf_schema() -> Any:
     """Arrow schema of the shards, with the ``datasets`` feature metadata so images decode as images."""
+    import pyarrow as pa  # imported here: the MVTec layout does not need it
+
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     schema = pa.schema([
         ("image", image), ("mask", image), ("label", pa.int64()), ("generator", pa.string()),
@@ -169,7 +170,7 @@ class HubFolderWriter(DatasetWriter):
         self.row_group = row_group
         self.n_shards = math.ceil(total / shard_size)
         self._schema = hf_schema()
-        self._writer: pq.ParquetWriter | None = None
+        self._writer = None  # a pyarrow ParquetWriter while a shard is open
         self._shard: int | None = None
         self._rows: list[dict] = []
         self._records: list[dict] = []
@@ -205,6 +206,8 @@ class HubFolderWriter(DatasetWriter):
             shard = int(path.name.split("-")[1])
             if shard >= self.n_shards:
                 raise FileExistsError(f"{self.root} holds shards of a larger run ({path.name}); use a new output folder")
+            import pyarrow.parquet as pq
+
             if pq.ParquetFile(path).metadata.num_rows == len(self.shard_range(shard)):
                 path.replace(self.shard_path(shard))
             else:
@@ -212,6 +215,8 @@ class HubFolderWriter(DatasetWriter):
 
     def _shard_records(self, path: Path, shard: int) -> list[dict]:
         """Manifest records rebuilt from a shard's own columns (after a crash before the manifest append)."""
+        import pyarrow.parquet as pq
+
         table = pq.read_table(path, columns=["image.path", "label", "generator", "params", "seed", "source"])
         out = []
         for row_number, row in enumerate(table.to_pylist()):
@@ -245,6 +250,9 @@ class HubFolderWriter(DatasetWriter):
     def _flush_rows(self) -> None:
         if not self._rows:
             return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._tmp_path(self._shard), self._schema)
         columns = {name: [row[name] for row in self._rows] for name in self._schema.names}

@@ -1,17 +1,21 @@
-"""Detectors trained on synthetic anomalies (and the normal-only reference), with metrics."""
+"""Detectors trained on synthetic anomalies (and the normal-only reference), with metrics.
 
-from .backbone import Backbone
-from .base import Anomaly, Detector, Prediction, detector_class, load_detector
-from .features import PatchFeatures
-from .draem import DRAEM
-from .feature_discriminator import FeatureDiscriminator
-from .hybrid import HybridDetector
-from .knn import PatchKNN
-from .sizing import SizeRule
-from .metrics import au_pro, auroc, average_precision, detection_metrics, f1_max, pro_curve
+Names load their module when first used.
+"""
 
-__all__ = [
-    "Anomaly", "Backbone", "DRAEM", "Detector", "FeatureDiscriminator", "HybridDetector", "PatchFeatures", "PatchKNN", "Prediction",
-    "SizeRule", "au_pro", "auroc",
-    "average_precision", "detection_metrics", "detector_class", "f1_max", "load_detector", "pro_curve",
-]
+from synth.lazy import lazy_exports
+
+_EXPORTS = {
+    "Backbone": ".backbone",
+    "Anomaly": ".base", "Detector": ".base", "Prediction": ".base", "detector_class": ".base", "load_detector": ".base",
+    "PatchFeatures": ".features",
+    "DRAEM": ".draem",
+    "FeatureDiscriminator": ".feature_discriminator",
+    "HybridDetector": ".hybrid",
+    "PatchKNN": ".knn",
+    "SizeRule": ".sizing",
+    "au_pro": ".metrics", "auroc": ".metrics", "average_precision": ".metrics", "detection_metrics": ".metrics",
+    "f1_max": ".metrics", "pro_curve": ".metrics",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

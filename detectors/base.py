@@ -12,15 +12,17 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
 from synth.files import atomic_path, write_atomic
+from synth.params import Configurable
 from synth.saved import read_saved_config
 
+from .registry import DETECTORS
 from .sizing import STRIDE, Aspect, SizeRule, resize_to
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
-_REGISTRY: dict[str, type["Detector"]] = {}
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Anomaly:
     source: int | None = None
 
 
-class Detector(ABC):
+class Detector(Configurable, ABC):
     """Base class. Parameters live in ``__init__`` (no work there); ``fit`` builds and trains the model.
 
     Subclasses implement ``_build`` (modules from the config), ``_fit``, ``_predict_batch`` and keep
@@ -60,11 +62,6 @@ class Detector(ABC):
     # a detector that keeps some normal images out of its own fit sets ``held_out_scores_`` (normal and
     # synthetic-anomaly image scores on them) for calibration; others are calibrated on images held out for them
     holds_out_normals: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if getattr(cls, "kind", None):
-            _REGISTRY[cls.kind] = cls
 
     def __init__(
         self,
@@ -84,22 +81,6 @@ class Detector(ABC):
         self.device = device
         self.model: torch.nn.Module | None = None
         self.state: dict[str, Any] = {}
-
-    # -- configuration -------------------------------------------------------------------------
-    def get_config(self) -> dict[str, Any]:
-        """Constructor arguments, enough to rebuild the untrained detector."""
-        import inspect
-
-        names = []
-        for klass in type(self).__mro__:
-            if klass is object or "__init__" not in vars(klass):
-                continue
-            names += [p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "kwargs")]
-        return {name: getattr(self, name) for name in dict.fromkeys(names)}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
     @property
     def size_rule(self) -> SizeRule:
@@ -209,7 +190,7 @@ class Detector(ABC):
         """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
         if not self.is_fitted:
             raise RuntimeError("only a fitted detector can be saved")
-        from anomalyforge import __version__
+        from synth.version import __version__
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -230,9 +211,9 @@ class Detector(ABC):
         if not (directory / CONFIG_NAME).is_file() and (directory / "model" / CONFIG_NAME).is_file():
             directory = directory / "model"
         saved, kind, config_path = read_saved_config(directory, CONFIG_NAME, "detector", "detector")
-        klass = _REGISTRY.get(kind)
-        if klass is None:
-            raise ValueError(f"{config_path}: unknown detector {kind!r}; known: {sorted(_REGISTRY)}")
+        if kind not in DETECTORS:
+            raise ValueError(f"{config_path}: unknown detector {kind!r}; known: {', '.join(DETECTORS.names())}")
+        klass = DETECTORS.get(kind)
         if cls is not Detector and not issubclass(klass, cls):
             raise ValueError(f"{config_path} holds a {kind} detector, not {cls.__name__}")
         config = dict(saved["config"])
@@ -261,6 +242,5 @@ def load_detector(directory: str | Path, device: str | None = None) -> Detector:
 
 
 def detector_class(kind: str) -> type[Detector]:
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown detector {kind!r}; choose from {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[kind]
+    """The detector class registered as ``kind``."""
+    return DETECTORS.get(kind)

@@ -121,7 +121,7 @@ def load_generated_anomalies(
     """The anomalous samples of a dataset written by ``anomalyforge generate`` (either format), with
     their generator; ``source`` is the sample's source image's index in ``normal_paths`` when it is
     one of them (a detector then never compares the sample with its own source image)."""
-    from curate.dataset_reader import read_generated
+    from synth.dataset_reader import read_generated
 
     input_root = generated_input_folder(folder) if (Path(folder) / "dataset.json").is_file() else Path(folder)
     index_of = {Path(p).resolve(): i for i, p in enumerate(normal_paths)}

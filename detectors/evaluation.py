@@ -133,7 +133,7 @@ def write_overlays(
     with a close-up of the image around each defect (or the hottest spot), the likeliest errors
     first, and the heat maps' colour scale. With a calibrated ``detector``, captions give the normalised
     score (0.5 = the threshold) and the decision."""
-    from curate.preview import colour_bar, contact_sheet, heatmap_overlay, mask_overlay, save_png
+    from synth.pictures import colour_bar, contact_sheet, heatmap_overlay, mask_overlay, save_png
 
     if count <= 0:
         return None

@@ -7,19 +7,10 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from synth import AnomalyGenerator, build_generator
+from synth.base import AnomalyGenerator
+from synth.registry import build_generator, parse_weights
 
 from .base import Anomaly
-
-
-def synth_options_for(preset: str, textures: str | None = None) -> dict[str, dict[str, Any]]:
-    """Generator options for an ``"object"`` category (anomalies stay on the object) or a ``"texture"``."""
-    on_object = "border" if preset == "object" else None
-    return {
-        "nsa": {"preset": preset},
-        "cutpaste": {"background": on_object},
-        "draem": {"background": on_object, "texture_dir": textures},
-    }
 
 
 def make_generator(
@@ -34,10 +25,7 @@ def make_generator(
     spec = spec.strip()
     if spec in ("", "none"):
         return None
-    weights: dict[str, float] = {}
-    for part in spec.split(","):
-        name, _, weight = part.partition("=")
-        weights[name.strip()] = float(weight) if weight else 1.0
+    weights = parse_weights(spec, default=1.0)
     options = {k: dict(v) for k, v in (options or {}).items() if k in weights or k == "mix"}
     if len(weights) == 1 and "mix" not in weights:
         return build_generator(next(iter(weights)), sources, options)

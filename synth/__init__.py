@@ -1,43 +1,29 @@
-"""Anomaly generators: a normal image and a random generator in, an anomalous image and its mask out."""
+"""Anomaly generators: a normal image and a random generator in, an anomalous image and its mask out.
 
-from .base import AnomalyGenerator, Sample
-from .cutpaste import CutPaste
-from .defect_masks import DefectMaskSampler
-from .draem import DRAEM
-from .foreground import object_mask
-from .mix import Mix
-from .nsa import NSA
-from .perlin import perlin_mask, perlin_noise
-from .readers import (
-    ImageFiles,
-    ImageReadError,
-    TestImage,
-    list_images,
-    mvtec_test_images,
-    normal_image_paths,
-    read_image,
-    read_mask,
-)
-from .registry import GENERATORS, build_generator
-from .textures import TextureSource
-from .torch_dataset import SyntheticAnomalyDataset
-from .transform import AnomalyTransform
+The ground floor of the packages: image reading, generators, the generated-dataset format, pictures.
+Names load their module when first used (torch, albumentations and diffusers only when needed).
+"""
 
-__all__ = [
-    "AnomalyGenerator", "AnomalyTransform", "CutPaste", "DRAEM", "DefectDiffusion", "DefectMaskSampler",
-    "DefectShot", "GENERATORS", "ImageFiles", "ImageReadError", "Mix", "NSA", "PretrainedDefectDiffusion",
-    "Sample", "ScratchDefectDiffusion", "SyntheticAnomalyDataset", "TestImage", "TextureSource",
-    "build_generator", "list_images", "mvtec_test_images", "normal_image_paths", "object_mask", "perlin_mask",
-    "perlin_noise", "read_image", "read_mask",
-]
+from .lazy import lazy_exports
 
-_DIFFUSION = ("DefectDiffusion", "DefectShot", "PretrainedDefectDiffusion", "ScratchDefectDiffusion")
-
-
-def __getattr__(name: str):
-    """The diffusion generators load diffusers only when first asked for."""
-    if name in _DIFFUSION:
-        from . import diffusion
-
-        return getattr(diffusion, name)
-    raise AttributeError(f"module 'synth' has no attribute {name!r}")
+_EXPORTS = {
+    "AnomalyGenerator": ".base", "Sample": ".base",
+    "CutPaste": ".cutpaste", "DRAEM": ".draem", "NSA": ".nsa", "Mix": ".mix",
+    "DefectMaskSampler": ".defect_masks",
+    "object_mask": ".foreground",
+    "perlin_mask": ".perlin", "perlin_noise": ".perlin",
+    "ImageFiles": ".readers", "ImageReadError": ".readers", "TestImage": ".readers", "list_images": ".readers",
+    "mvtec_test_images": ".readers", "normal_image_paths": ".readers", "read_image": ".readers", "read_mask": ".readers",
+    "GENERATORS": ".registry", "build_generator": ".registry",
+    "TextureSource": ".textures",
+    "SyntheticAnomalyDataset": ".torch_dataset",
+    "AnomalyTransform": ".transform",
+    "GeneratedSample": ".dataset_reader", "read_generated": ".dataset_reader",
+    "Manifest": ".manifest",
+    "contact_sheet": ".pictures", "heatmap_overlay": ".pictures", "mask_overlay": ".pictures", "save_png": ".pictures",
+    "DefectDiffusion": ".diffusion", "DefectShot": ".diffusion", "PretrainedDefectDiffusion": ".diffusion",
+    "ScratchDefectDiffusion": ".diffusion",
+    "__version__": ".version",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

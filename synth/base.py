@@ -10,6 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .params import Configurable
+
 
 @dataclass
 class Sample:
@@ -110,7 +112,7 @@ def _plain(params: dict) -> dict:
     return keep
 
 
-class AnomalyGenerator(ABC):
+class AnomalyGenerator(Configurable, ABC):
     """Base class: subclasses implement :meth:`generate_rgb`; ``__call__`` handles layout and normals.
 
     Parameters live in the constructor, randomness comes only from the ``rng`` passed to each call,
@@ -146,9 +148,5 @@ class AnomalyGenerator(ABC):
         """Make one anomaly on an HxWx3 uint8 image: (image, mask, label, drawn parameters)."""
 
     def get_config(self) -> dict[str, Any]:
-        """Constructor parameters, for manifests and dataset cards."""
-        return to_jsonable({k: v for k, v in vars(self).items() if not k.startswith("_")})
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+        """Constructor parameters as plain JSON values, for manifests and dataset cards."""
+        return to_jsonable(super().get_config())

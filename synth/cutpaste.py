@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import albumentations as A
 import cv2
 import numpy as np
 
@@ -59,6 +58,8 @@ class CutPaste(AnomalyGenerator):
             raise ValueError(f"variant must be normal, scar, union or 3way, got {variant!r}")
         if not 0 < area_ratio[0] <= area_ratio[1] < 1:
             raise ValueError(f"area_ratio must satisfy 0 < low <= high < 1, got {area_ratio}")
+        if not 0 <= jitter <= 0.5:
+            raise ValueError(f"jitter must be in [0, 0.5], got {jitter}")
         if not 0 < aspect_ratio <= 1:
             raise ValueError(f"aspect_ratio must be in (0, 1], got {aspect_ratio}")
         self.variant = variant
@@ -71,7 +72,15 @@ class CutPaste(AnomalyGenerator):
         self.jitter = jitter
         self.background = background
         self.background_threshold = background_threshold
-        self._color_jitter = A.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter, p=1.0)
+
+    def _colour_jitter(self):
+        """albumentations' ColorJitter, built on first use (albumentations imports torch when it is installed)."""
+        if getattr(self, "_jitter_transform", None) is None:
+            import albumentations as A
+
+            j = self.jitter
+            self._jitter_transform = A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=j, p=1.0)
+        return self._jitter_transform
 
     def generate_rgb(self, image: np.ndarray, rng: np.random.Generator):
         variant = self.variant
@@ -127,7 +136,7 @@ class CutPaste(AnomalyGenerator):
         cut_h, cut_w = self._patch_size(height, width, rng)
         shape = np.ones((cut_h, cut_w), bool)
         sy, sx = self._locations((height, width), allowed, shape, rng)
-        patch, jitter = apply_seeded(self._color_jitter, image[sy : sy + cut_h, sx : sx + cut_w].copy(), rng)
+        patch, jitter = apply_seeded(self._colour_jitter(), image[sy : sy + cut_h, sx : sx + cut_w].copy(), rng)
         if allowed is not None:  # only the object's pixels are carried over
             shape = allowed[sy : sy + cut_h, sx : sx + cut_w].copy()
         ty, tx = self._locations((height, width), allowed, shape, rng)
@@ -156,7 +165,7 @@ class CutPaste(AnomalyGenerator):
         cut_h = int(np.clip(round(cut_h * factor), 1, height - 1))
         angle = float(rng.uniform(*self.scar_rotation))
         sy, sx = self._locations((height, width), allowed, np.ones((cut_h, cut_w), bool), rng)
-        jittered, jitter = apply_seeded(self._color_jitter, image[sy : sy + cut_h, sx : sx + cut_w].copy(), rng)
+        jittered, jitter = apply_seeded(self._colour_jitter(), image[sy : sy + cut_h, sx : sx + cut_w].copy(), rng)
         patch, shape = _rotate_expand(jittered, angle)
         if shape.shape[0] >= height or shape.shape[1] >= width:  # tiny image: the scar stays upright
             angle, patch, shape = 0.0, jittered, np.ones(jittered.shape[:2], bool)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import albumentations as A
 import cv2
 import numpy as np
 
@@ -160,6 +159,8 @@ class DefectMaskSampler:
         params: dict[str, Any] = {"mode": mode, "scale": factor, "aspect": aspect, "angle": angle, "flip": flip}
         if mode == "elastic" and min(shape.shape) >= 8:
             sigma = max(2.0, 0.15 * min(shape.shape))
+            import albumentations as A  # imported when used: it imports torch when installed
+
             warp = A.ElasticTransform(alpha=3.0 * sigma, sigma=sigma, p=1.0)
             shape, drawn = apply_seeded(warp, np.pad(shape, 4), rng)
             params["elastic_sigma"] = sigma

@@ -58,6 +58,7 @@ class NSA(AnomalyGenerator):
     """
 
     name = "nsa"
+    not_config = ("sources",)  # the images themselves; the config records their count
 
     def __init__(
         self,
@@ -98,24 +99,24 @@ class NSA(AnomalyGenerator):
         self.min_object = min_object
         self.min_overlap = min_overlap
         self.tol = tol
-        self._sources = sources
+        self.sources = sources
         self._object_cache: dict[tuple, np.ndarray] = {}
         self._bad_sources: set[int] = set()
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config["n_sources"] = 0 if self._sources is None else len(self._sources)
+        config["n_sources"] = 0 if self.sources is None else len(self.sources)
         return config
 
     def _pick_source(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """A random readable source other than the image itself, resized to the image's size."""
-        n = 0 if self._sources is None else len(self._sources)
+        n = 0 if self.sources is None else len(self.sources)
 
         def other(source: np.ndarray) -> bool:
             return n == 1 or source.shape != image.shape or not np.array_equal(source, image)
 
         drawn = draw_readable(
-            n, lambda i: to_rgb(np.asarray(self._sources[i])), rng, self._bad_sources, other, "NSA source"
+            n, lambda i: to_rgb(np.asarray(self.sources[i])), rng, self._bad_sources, other, "NSA source"
         )
         if drawn is None:
             return image, -1

@@ -1,58 +1,113 @@
-"""Build generators by name, as the CLI and recipes name them."""
+"""Names to classes, one table per kind of thing (generators, detectors, diffusion backends). The CLI's
+choices, recipe checks and the loading of saved models all read these tables; a class is imported
+only when its name is used, so listing the names costs nothing."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
-from .base import AnomalyGenerator
-from .cutpaste import CutPaste
-from .draem import DRAEM
-from .mix import Mix
-from .nsa import NSA
+class Registry:
+    """``{name: "package.module:Class"}``, loaded on first use."""
 
-GENERATORS = ("cutpaste", "nsa", "draem", "diffusion", "mix")
-MIXABLE = ("cutpaste", "nsa", "draem", "diffusion")
+    def __init__(self, what: str, entries: Mapping[str, str]) -> None:
+        self.what = what
+        self._entries = dict(entries)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> type:
+        """The class registered as ``name``; an unknown name is an error listing the known ones."""
+        if name not in self._entries:
+            raise ValueError(f"unknown {self.what} {name!r}; choose from {', '.join(self._entries)}")
+        module, _, attribute = self._entries[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def name_of(self, klass: type) -> str:
+        """The name a class is registered under."""
+        target = f"{klass.__module__}:{klass.__qualname__}"
+        for name, entry in self._entries.items():
+            if entry == target:
+                return name
+        raise ValueError(f"{klass.__name__} is not a registered {self.what}")
+
+
+GENERATORS = Registry("generator", {
+    "cutpaste": "synth.cutpaste:CutPaste",
+    "nsa": "synth.nsa:NSA",
+    "draem": "synth.draem:DRAEM",
+    "diffusion": "synth.diffusion.generator:DefectDiffusion",
+    "mix": "synth.mix:Mix",
+})
+BACKENDS = Registry("diffusion backend", {
+    "scratch": "synth.diffusion.scratch:ScratchDefectDiffusion",
+    "pretrained": "synth.diffusion.inpainting:PretrainedDefectDiffusion",
+})
+MIXABLE = tuple(name for name in GENERATORS.names() if name != "mix")
+DEFAULT_MIX = {"cutpaste": 1.0, "nsa": 1.0, "draem": 1.0}
+
+
+def parse_weights(text: str, default: float | None = None) -> dict[str, float]:
+    """``"cutpaste=1,nsa=2"`` -> ``{"cutpaste": 1.0, "nsa": 2.0}``, the one reading of mix weights and
+    per-generator quotas on the command line (``name:value`` is accepted too). With a ``default``, a bare
+    name takes it (``"draem,nsa"``)."""
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.replace(":", "=").partition("=")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"weights must look like cutpaste=1,nsa=2,draem=1; got {text!r}")
+        if not sep:
+            if default is None:
+                raise ValueError(f"weights must look like cutpaste=1,nsa=2,draem=1; got {part!r}")
+            weights[name] = default
+            continue
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise ValueError(f"weight of {name!r} is not a number: {value!r}") from None
+    return weights
 
 
 def build_generator(
     name: str,
-    sources: Sequence[np.ndarray] | None = None,
+    sources: Sequence[Any] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     weights: Mapping[str, float] | None = None,
-) -> AnomalyGenerator:
+):
     """A generator by name with per-generator keyword ``options``; ``mix`` mixes the others with
     ``weights`` (CutPaste, NSA and DRAEM equally by default). ``sources`` are the normal images NSA
     takes patches from. ``diffusion`` loads a fitted few-shot generator: its options are
     ``model`` (the folder ``save_pretrained`` wrote) plus settings to override (e.g. ``defect``)."""
     options = dict(options or {})
-    unknown = set(options) - set(GENERATORS)
+    unknown = [k for k in options if k not in GENERATORS]
     if unknown:
         raise ValueError(f"options given for unknown generators: {sorted(unknown)}")
 
-    def make(kind: str) -> AnomalyGenerator:
+    def make(kind: str):
         kwargs = dict(options.get(kind, {}))
-        if kind == "cutpaste":
-            kwargs.setdefault("variant", "union")
-            return CutPaste(**kwargs)
-        if kind == "nsa":
-            return NSA(sources=sources, **kwargs)
-        if kind == "draem":
-            return DRAEM(**kwargs)
+        if kind == "mix":
+            raise ValueError("a mix cannot hold another mix")
         if kind == "diffusion":
-            from .diffusion import load_defect_diffusion
-
             if not kwargs.get("model"):
                 raise ValueError("the diffusion generator needs a fitted model folder: options diffusion.model=DIR")
-            return load_defect_diffusion(kwargs.pop("model"), **kwargs)
-        raise ValueError(f"unknown generator {kind!r}; choose from {', '.join(GENERATORS)}")
+            return GENERATORS.get(kind).from_pretrained(kwargs.pop("model"), **kwargs)
+        if kind == "cutpaste":
+            kwargs.setdefault("variant", "union")
+        if kind == "nsa":
+            kwargs["sources"] = sources
+        return GENERATORS.get(kind)(**kwargs)
 
     if name != "mix":
         return make(name)
-    weights = dict(weights or {"cutpaste": 1.0, "nsa": 1.0, "draem": 1.0})
+    weights = dict(weights or DEFAULT_MIX)
     for kind in weights:
         if kind not in MIXABLE:
             raise ValueError(f"unknown generator {kind!r} in mix weights; choose from {', '.join(MIXABLE)}")
     kinds = [k for k, w in weights.items() if w > 0]
-    return Mix([make(k) for k in kinds], [weights[k] for k in kinds], **options.get("mix", {}))
+    return GENERATORS.get("mix")([make(k) for k in kinds], [weights[k] for k in kinds], **options.get("mix", {}))

@@ -10,10 +10,9 @@ from conftest import smooth, textured, write_images
 
 from anomalyforge.cli import main
 from curate import (
-    Candidate, EAPScorer, curate_dataset, generate_dataset, load_scores, publish_dataset, read_generated, score_dataset,
-    select,
+    Candidate, EAPScorer, curate_dataset, generate_dataset, load_scores, publish_dataset, score_dataset, select,
 )
-from synth import ImageFiles, build_generator
+from synth import ImageFiles, build_generator, read_generated
 
 NORMALS = [textured(64, 64, seed=i) for i in range(16)]
 

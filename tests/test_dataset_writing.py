@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import textured, write_images
 
-from curate import generate_dataset, read_generated, sample_seed
+from curate import generate_dataset, sample_seed
 from curate.writers import mask_to_uint8
-from synth import CutPaste, ImageFiles, build_generator, read_image
+from synth import CutPaste, ImageFiles, build_generator, read_generated, read_image
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from ..base import AnomalyGenerator, to_jsonable
 from ..defect_masks import MASK_MODES, DefectMaskSampler
+from ..registry import BACKENDS
 from ..saved import read_saved_config
 from .crops import crop, defect_window, paste
 from .shots import DefectShot, defect_types
@@ -23,7 +24,6 @@ from .training_windows import TrainingWindows, crop_mask
 CONFIG_NAME = "generator.json"
 MASKS_NAME = "masks.safetensors"
 
-_BACKENDS: dict[str, type["DefectDiffusion"]] = {}
 
 
 class DefectDiffusion(AnomalyGenerator):
@@ -53,11 +53,6 @@ class DefectDiffusion(AnomalyGenerator):
 
     name = "diffusion"
     kind: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.kind:
-            _BACKENDS[cls.kind] = cls
 
     def __init__(
         self,
@@ -114,6 +109,11 @@ class DefectDiffusion(AnomalyGenerator):
     @property
     def is_fitted(self) -> bool:
         return bool(self._state.get("fitted"))
+
+    @property
+    def fit_summary(self) -> dict[str, Any]:
+        """What fitting recorded: ``shots`` per defect type, ``train_seconds``, ``final_loss`` ({} before fit)."""
+        return {k: self._state[k] for k in ("shots", "train_seconds", "final_loss") if k in self._state}
 
     def fit(
         self,
@@ -215,7 +215,7 @@ class DefectDiffusion(AnomalyGenerator):
         """Write ``generator.json``, the real masks (``masks.safetensors``) and the model's weights."""
         if not self.is_fitted:
             raise RuntimeError("only a fitted generator can be saved")
-        from anomalyforge import __version__
+        from synth.version import __version__
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -232,9 +232,9 @@ class DefectDiffusion(AnomalyGenerator):
         ``overrides`` replace constructor settings (e.g. ``defect``, ``num_inference_steps``)."""
         directory = Path(directory)
         saved, kind, path = read_saved_config(directory, CONFIG_NAME, "backend", "diffusion generator")
-        klass = _BACKENDS.get(kind)
+        klass = BACKENDS.get(kind) if kind in BACKENDS else None
         if klass is None or (cls is not DefectDiffusion and klass is not cls):
-            raise ValueError(f"{path}: backend {kind!r} cannot be loaded by {cls.__name__} (known: {sorted(_BACKENDS)})")
+            raise ValueError(f"{path}: backend {kind!r} cannot be loaded by {cls.__name__} (known: {', '.join(BACKENDS.names())})")
         generator = klass(**(dict(saved["config"]) | overrides))  # constructors turn JSON lists back into tuples
         generator._state = saved.get("state", {})
         generator._defects = list(generator._state.get("defects", []))

@@ -9,7 +9,6 @@ from typing import Any, Collection, Iterator
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 
 from .manifest import Manifest
 
@@ -84,6 +83,8 @@ def read_generated(
             if limit is not None and count >= limit:
                 return
         return
+    import pyarrow.parquet as pq  # the hub-ready layout only
+
     records = Manifest(root).load()
     for shard in sorted((root / "data").glob("train-*.parquet")):
         parquet = pq.ParquetFile(shard)

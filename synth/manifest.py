@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Iterable
 
-from synth.files import atomic_path, write_atomic
+from .files import atomic_path
 
 MANIFEST = "manifest.jsonl"
 
@@ -49,15 +49,3 @@ class Manifest:
         # no fsync: a line lost to an OS crash only means its sample is made again on resume
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(lines)
-
-
-def write_json(path: Path, data: Any, default: Callable[[Any], Any] | None = None) -> None:
-    """Write indented, key-sorted JSON atomically."""
-    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True, default=default) + "\n").encode())
-
-
-def remove_temporaries(root: Path) -> None:
-    """Delete the temporary files an interrupted run left behind."""
-    for tmp in root.rglob(".tmp-*"):
-        if tmp.is_file():
-            tmp.unlink()
