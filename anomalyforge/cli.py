@@ -72,6 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     report = generate_dataset(
         paths, generator, args.n, args.out, seed=args.seed, fmt=args.format, workers=args.workers,
         shard_size=args.shard_size, input_root=root, info={"license": args.license}, progress=not args.quiet,
+        png_compression=args.png_compression,
     )
     print(
         f"wrote {report.written} samples to {report.out} ({report.already_done} were already there"
@@ -106,12 +107,15 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from curate.job import generate_dataset
     from synth import ImageFiles, build_generator
+    from synth.presets import preset_options
+    from synth.registry import DEFAULT_MIX
 
     from .demo import write_demo_images
 
     out = Path(args.out)
     paths = write_demo_images(out / "normal")
-    generator = build_generator("mix", sources=ImageFiles(paths), options={"nsa": {"preset": "texture"}})
+    options = {name: opts for name, opts in preset_options("texture").items() if name in DEFAULT_MIX}
+    generator = build_generator("mix", sources=ImageFiles(paths), options=options)
     report = generate_dataset(
         paths, generator, args.n, out / "dataset", seed=args.seed, fmt="hf", workers=args.workers,
         input_root=out / "normal", info={"license": "BSD-3-Clause (scikit-image sample data)"}, progress=not args.quiet,
@@ -131,9 +135,9 @@ def parse_options(items: list[str]) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors import detector_class
-    from detectors.data import generated_input_folder, guess_preset, is_generated_dataset
+    from detectors.data import generated_input_folder, is_generated_dataset
     from detectors.run_folder import train_run
-    from synth.presets import preset_options
+    from synth.presets import guess_preset, preset_options
 
     from .recipe import checked_options
 
@@ -285,8 +289,8 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
 
     from synth import ImageFiles, normal_image_paths
     from synth.diffusion import split_shots
-    from synth.registry import BACKENDS
     from synth.presets import preset_options
+    from synth.registry import BACKENDS
 
     from .recipe import checked_options
 
@@ -323,8 +327,8 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
         return 0
     generator.save_pretrained(out)
     if args.preview:
-        from synth.pictures import save_png, shots_sheet
         from synth.diffusion import example_defects
+        from synth.pictures import save_png, shots_sheet
 
         samples = example_defects(generator, normals, args.preview)
         print(f"preview sheet: {save_png(out / 'preview.png', shots_sheet(shots, samples, args.preview))}")
@@ -401,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default=None, help="diffusion generator folder written by anomalyforge fit-defects")
     gen.add_argument("--defect", default=None, help="diffusion: the learned defect type to paint (default: any)")
     gen.add_argument("--p-unchanged", type=_probability, default=0.0, help="probability of an unchanged (normal) sample")
+    gen.add_argument("--png-compression", type=int, choices=range(10), default=None, metavar="0-9",
+                     help="zlib level of the PNG files (default: OpenCV's, the fastest; 1-3: about half the size, "
+                          "1.5-2x the encoding time)")
     gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per parquet shard (hf format)")
     gen.add_argument("--license", default=None, help="license of the source images, for the dataset card")
     gen.add_argument("--preview", action="store_true", help="also write preview.png into the output folder")

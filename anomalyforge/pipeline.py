@@ -127,9 +127,8 @@ def step_normals(ctx: RunContext) -> dict[str, Any]:
 def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
     """Learn the real defect types from a few shots with a diffusion model (few-shot recipes)."""
     from synth import ImageFiles, normal_image_paths
-    from synth.pictures import save_png, shots_sheet
     from synth.diffusion import example_defects, split_shots
-
+    from synth.pictures import save_png, shots_sheet
     from synth.presets import preset_options
     from synth.registry import BACKENDS
 
@@ -178,6 +177,7 @@ def step_generate(ctx: RunContext) -> dict[str, Any]:
     report = generate_dataset(
         paths, generator, gen["n"], out, seed=ctx.seed, fmt=gen["format"], workers=gen["workers"], shard_size=gen["shard_size"],
         input_root=ctx.train_dir, info={"license": ctx.recipe["data"]["license"]}, progress=ctx.progress,
+        png_compression=gen["png_compression"],
     )
     made = report.written + report.already_done
     if made == 0:
@@ -188,8 +188,8 @@ def step_generate(ctx: RunContext) -> dict[str, Any]:
 def step_curate(ctx: RunContext) -> dict[str, Any]:
     from curate.curation import curate_dataset
     from curate.scorer import EAPScorer
-    from curate.selection import SELECTION_OPTIONS
     from curate.scoring import load_scores
+    from curate.selection import SELECTION_OPTIONS
 
     cur = ctx.recipe["curate"]
     scorer = EAPScorer(**{"seed": ctx.seed, **cur["scorer"]})

@@ -52,6 +52,7 @@ SCHEMA: dict[str, Any] = {
         "n": (int, 500),
         "format": (Literal[FORMATS], "hf"),
         "shard_size": (int, 1000),
+        "png_compression": (Optional[int], None),
         "workers": (int, 1),
         "p_unchanged": (float, 0.0),
         "generators": (dict, {name: {"weight": weight} for name, weight in DEFAULT_MIX.items()}),
@@ -355,7 +356,7 @@ def validate(recipe: dict[str, Any], source: str = "<recipe>") -> dict[str, Any]
         if data["normals"] == EMBEDDED:
             data["preset"] = "texture"
         else:
-            from detectors.data import guess_preset
+            from synth.presets import guess_preset
 
             data["preset"] = guess_preset(data["normals"])
 
@@ -406,6 +407,8 @@ def _validate_generate(check: _Checker, recipe: dict[str, Any]) -> None:
     for key in ("n", "workers", "shard_size"):
         if gen[key] < 1:
             raise check.fail(f"generate.{key}", f"must be at least 1, got {gen[key]}")
+    if gen["png_compression"] is not None and not 0 <= gen["png_compression"] <= 9:
+        raise check.fail("generate.png_compression", f"must be a zlib level 0-9 or null, got {gen['png_compression']}")
     if not 0.0 <= gen["p_unchanged"] <= 1.0:
         raise check.fail("generate.p_unchanged", f"must be in [0, 1], got {gen['p_unchanged']}")
     generators = gen["generators"]

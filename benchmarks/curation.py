@@ -31,19 +31,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomalyforge.cli import parse_overrides  # noqa: E402
+from anomalyforge.cli import parse_options  # noqa: E402
 from curate.scorer import EAPScorer  # noqa: E402
 from detectors import FeatureDiscriminator  # noqa: E402
 from detectors.base import Anomaly  # noqa: E402
-from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E402
+from detectors.data import load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
 from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.synthetic import make_generator  # noqa: E402
-from synth.presets import preset_options  # noqa: E402
 from synth import DRAEM, TextureSource  # noqa: E402
 from synth.base import to_rgb  # noqa: E402
 from synth.perlin import perlin_mask  # noqa: E402
+from synth.presets import guess_preset, preset_options  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 OTHER_PHOTOS = (
@@ -179,7 +179,7 @@ def benchmark(category: Path, args) -> dict:
     preset = guess_preset(category)
     noise = noise_images(category, args.noise_textures, args.size)
     aux = auxiliary_set(normals, args.n, preset, args.textures, noise, args.seed)
-    scorer = EAPScorer(image_size=args.size, seed=args.seed, **parse_overrides(args.scorer))
+    scorer = EAPScorer(image_size=args.size, seed=args.seed, **parse_options(args.scorer))
     start = time.perf_counter()
     scorer.fit(normals, progress=False)
     fit_s = time.perf_counter() - start
@@ -213,7 +213,7 @@ def benchmark(category: Path, args) -> dict:
                 if sample.mask.max() > 0:
                     anomalies.append(Anomaly(sample.image, sample.mask))
             generated_scores = scorer.score([a.image for a in anomalies], [a.mask for a in anomalies])
-            runs.append(downstream(normals, test, generated_scores, anomalies, parse_overrides(args.detector), seed))
+            runs.append(downstream(normals, test, generated_scores, anomalies, parse_options(args.detector), seed))
         result["downstream"] = {"seeds": list(args.downstream_seeds), "runs": runs, "mean": mean_over_seeds(runs)}
         for name, row in result["downstream"]["mean"].items():
             print(f"  mean of {len(runs)} seeds, {name:>11}: image AUROC {row['image_auroc']:.3f}  pixel AUROC {row['pixel_auroc']:.3f}"

@@ -24,12 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomalyforge.cli import parse_overrides  # noqa: E402
+from anomalyforge.cli import parse_options  # noqa: E402
 from detectors import detector_class  # noqa: E402
-from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E402
+from detectors.data import load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
 from detectors.sizing import SizeRule  # noqa: E402
-from synth.presets import preset_options  # noqa: E402
+from synth.presets import guess_preset, preset_options  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_CATEGORIES = ("magnetic_tile", "hazelnut_toy", "screw", "ball_screw")
@@ -112,7 +112,7 @@ def main() -> None:
             for seed in seeds:
                 options = {"image_size": args.size, "aspect": args.aspect}
                 if kind != "knn":
-                    options.update(parse_overrides(args.set))
+                    options.update(parse_options(args.set))
                 result = run(category, kind, seed, options, preset)
                 result["preset"] = preset
                 results.append(result)

@@ -26,18 +26,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth.pictures import save_png, shots_sheet  # noqa: E402
 from curate.scorer import EAPScorer  # noqa: E402
 from detectors import FeatureDiscriminator  # noqa: E402
 from detectors.base import Anomaly  # noqa: E402
-from detectors.data import guess_preset, load_normals, load_test_set  # noqa: E402
+from detectors.data import load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
+from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.synthetic import make_generator, synthesise  # noqa: E402
-from synth.presets import preset_options  # noqa: E402
 from synth import ImageFiles, normal_image_paths  # noqa: E402
 from synth.diffusion import ScratchDefectDiffusion, split_shots  # noqa: E402
+from synth.pictures import save_png, shots_sheet  # noqa: E402
+from synth.presets import guess_preset, preset_options  # noqa: E402
 
 
 def main() -> None:

@@ -29,12 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anomalyforge.predict import predict_paths  # noqa: E402
 from detectors import HybridDetector, load_detector  # noqa: E402
 from detectors.calibration import f1_optimal_threshold  # noqa: E402
-from detectors.data import guess_preset  # noqa: E402
 from detectors.export import export_onnx  # noqa: E402
 from detectors.run_folder import train_run  # noqa: E402
 from detectors.sizing import resize_to  # noqa: E402
-from synth.presets import preset_options  # noqa: E402
 from synth import read_image  # noqa: E402
+from synth.presets import guess_preset, preset_options  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_CATEGORIES = ("magnetic_tile", "hazelnut_toy", "screw", "ball_screw")

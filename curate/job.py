@@ -21,12 +21,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from synth.base import AnomalyGenerator, ImageTooSmallError, check_image
-from synth.files import check_output_folder
+from synth.files import check_output_folder, write_json
 from synth.readers import ImageReadError, read_image
 
 from .card import write_dataset_card
-from synth.files import write_json
-from .writers import EncodedSample, encode_png, make_writer, mask_to_uint8
+from .writers import PNG_LEVELS, EncodedSample, encode_png, make_writer, mask_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,7 @@ class _Context:
     root: Path
     generator: AnomalyGenerator
     seed: int
+    png_compression: int | None = None
 
 
 _CONTEXT: _Context | None = None
@@ -110,8 +110,8 @@ def _make(index: int) -> dict[str, Any]:
         return {"index": index, "bad": bad, "error": f"{path}: {type(error).__name__}: {error}"}
     encoded = EncodedSample(
         index=index, seed=seed, source=_relative(path, ctx.root), generator=sample.generator,
-        label=sample.label, params=sample.params, image_png=encode_png(sample.image),
-        mask_png=encode_png(mask_to_uint8(sample.mask)),
+        label=sample.label, params=sample.params, image_png=encode_png(sample.image, ctx.png_compression),
+        mask_png=encode_png(mask_to_uint8(sample.mask), ctx.png_compression),
     )
     return {"index": index, "bad": bad, "sample": encoded}
 
@@ -172,13 +172,17 @@ def generate_dataset(
     info: dict[str, Any] | None = None,
     progress: bool = True,
     on_sample: Callable[[int], None] | None = None,
+    png_compression: int | None = None,
 ) -> GenerationReport:
     """Generate ``n`` samples from the normal images at ``paths`` into ``out``; resumes a run that
-    was interrupted (same arguments), refuses a folder that holds a different run."""
+    was interrupted (same arguments), refuses a folder that holds a different run. ``png_compression``:
+    zlib level 0-9 of the PNG files (``None``: OpenCV's default, the fastest)."""
     from synth.version import __version__
 
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if png_compression is not None and png_compression not in PNG_LEVELS:
+        raise ValueError(f"png_compression must be an integer 0-9, got {png_compression!r}")
     if not paths:
         raise ValueError("no input images")
     out = Path(out)
@@ -186,7 +190,7 @@ def generate_dataset(
     run = {
         "format": fmt, "n": n, "seed": seed, "generator": generator.name, "generator_config": generator.get_config(),
         "input": str(root), "n_inputs": len(paths), "shard_size": shard_size if fmt == "hf" else None,
-        "version": __version__, **(info or {}),
+        "png_compression": png_compression, "version": __version__, **(info or {}),
     }
     _check_same_run(out, run)
     existed = out.exists()
@@ -196,7 +200,7 @@ def generate_dataset(
     write_json(out / RUN_INFO, {**run, "complete": False})
     todo = [i for i in range(n) if i not in done]
     report = GenerationReport(out, 0, len(done))
-    context = _Context(list(map(Path, paths)), root, generator, seed)
+    context = _Context(list(map(Path, paths)), root, generator, seed, png_compression)
     bar = tqdm(total=n, initial=len(done), desc=f"generate {generator.name}", unit="img", disable=not progress)
     try:
         for result in _ordered_results(todo, workers, context):

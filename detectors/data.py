@@ -146,19 +146,3 @@ def generated_input_folder(folder: str | Path) -> Path:
     """The normal-image folder a generated dataset was made from (recorded in its dataset.json)."""
     info = json.loads((Path(folder) / "dataset.json").read_text())
     return Path(info["input"])
-
-
-def guess_preset(folder: str | Path, threshold: float = 12.0) -> str:
-    """``"object"`` when the normal images have a near-uniform border (an object on a background),
-    else ``"texture"``; decides where synthetic anomalies may go."""
-    from synth.foreground import background_colour
-
-    spreads = []
-    for path in normal_image_paths(folder)[:8]:
-        try:
-            image = read_image(path).astype(np.float32)
-        except ImageReadError:
-            continue
-        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-        spreads.append(float(np.abs(border - background_colour(image.astype(np.uint8))).mean()))
-    return "object" if spreads and float(np.median(spreads)) < threshold else "texture"

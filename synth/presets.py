@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 PRESETS = ("texture", "object")
@@ -20,3 +21,22 @@ def preset_options(preset: str, textures: str | None = None) -> dict[str, dict[s
         "draem": {"background": on_object, "texture_dir": textures},
         "diffusion": {"background": on_object},
     }
+
+
+def guess_preset(folder: str | Path, threshold: float = 12.0) -> str:
+    """``"object"`` when the normal images have a near-uniform border (an object on a background),
+    else ``"texture"``; decides where synthetic anomalies may go."""
+    import numpy as np
+
+    from .foreground import background_colour
+    from .readers import ImageReadError, normal_image_paths, read_image
+
+    spreads = []
+    for path in normal_image_paths(folder)[:8]:
+        try:
+            image = read_image(path).astype(np.float32)
+        except ImageReadError:
+            continue
+        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        spreads.append(float(np.abs(border - background_colour(image.astype(np.uint8))).mean()))
+    return "object" if spreads and float(np.median(spreads)) < threshold else "texture"

@@ -171,3 +171,20 @@ def test_workers_start_after_the_parent_used_opencv_threads(tmp_path, normals):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "written 6" in done.stdout
+
+
+def test_png_compression_changes_the_bytes_not_the_pixels(tmp_path, normals):
+    sizes = {}
+    for level in (None, 0, 9):
+        out = tmp_path / f"level{level}"
+        generate_dataset(normals, mix(normals), 6, out, seed=1, progress=False, png_compression=level)
+        sizes[level] = sum(p.stat().st_size for p in out.rglob("*.png"))
+        samples = list(read_generated(out))
+        if level is None:
+            reference = samples
+        for a, b in zip(reference, samples):
+            assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+        assert json.loads((out / "dataset.json").read_text())["png_compression"] == level
+    assert sizes[9] < sizes[0]
+    with pytest.raises(ValueError, match="png_compression must be an integer 0-9"):
+        generate_dataset(normals, mix(normals), 2, tmp_path / "bad", progress=False, png_compression=10)
