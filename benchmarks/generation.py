@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,7 @@ def one_core() -> list[str]:
 
 def wall(command: list[str], cwd: Path | None = None) -> float:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    os.sync()  # the previous run's files go to disk now, not during this one
     start = time.perf_counter()
     subprocess.run(one_core() + command, cwd=cwd, env=env, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -69,26 +71,41 @@ def startup() -> None:
         print(f"start-up  {label:28s} {times[2]:6.2f} s (median of 5)")
 
 
-def versus_anomalib(inputs: Path, textures: Path, anomalib_python: str | None, tmp: Path) -> None:
+def versus_anomalib(inputs: Path, textures: Path, anomalib_python: str | None, tmp: Path, repeat: int) -> None:
+    """Both jobs ``repeat`` times, alternating (this machine's timings drift); medians and the median ratio."""
     cli = str(Path(sys.executable).parent / "anomalyforge")
     n = len(list(inputs.glob("*.png")))
-    ours = wall([cli, "generate", "--input", str(inputs), "--generator", "draem", "--textures", str(textures), "--n", str(n),
-                 "--format", "mvtec", "--workers", "1", "--quiet", "--out", str(tmp / "ours")])
-    print(f"end to end, {n} images 256 px, one core: anomalyforge generate {ours:.2f} s ({n / ours:.1f} samples/s)")
-    if not anomalib_python or not Path(anomalib_python).exists():
+    have_anomalib = bool(anomalib_python) and Path(anomalib_python).exists()
+    work = tmp / "anomalib"
+    if have_anomalib:
+        (work / "datasets").mkdir(parents=True)
+        (work / "datasets" / "dtd").symlink_to(textures.resolve())  # make_synthetic_dataset reads ./datasets/dtd
+        (work / "job.py").write_text(ANOMALIB_JOB)
+    ours, theirs = [], []
+    for k in range(repeat):
+        ours.append(wall([cli, "generate", "--input", str(inputs), "--generator", "draem", "--textures", str(textures),
+                          "--n", str(n), "--format", "mvtec", "--workers", "1", "--quiet", "--out", str(tmp / f"ours{k}")]))
+        if have_anomalib:
+            theirs.append(wall([anomalib_python, "job.py", str(inputs), str(work / f"out{k}")], cwd=work))
+    mine = statistics.median(ours)
+    print(f"end to end, {n} images 256 px, one core: anomalyforge generate {mine:.2f} s ({n / mine:.1f} samples/s; "
+          f"runs {', '.join(f'{t:.2f}' for t in ours)})")
+    if not have_anomalib:
         print("end to end: anomalib row skipped (no --anomalib-python / $ANOMALIB_PYTHON)")
         return
-    work = tmp / "anomalib"
-    (work / "datasets").mkdir(parents=True)
-    (work / "datasets" / "dtd").symlink_to(textures.resolve())  # make_synthetic_dataset reads ./datasets/dtd
-    (work / "job.py").write_text(ANOMALIB_JOB)
-    theirs = wall([anomalib_python, "job.py", str(inputs), str(work / "out")], cwd=work)
-    print(f"end to end: anomalib make_synthetic_dataset {theirs:.2f} s; anomalyforge is {theirs / ours:.2f}x faster")
+    ratios = [t / o for t, o in zip(theirs, ours)]
+    print(f"end to end: anomalib make_synthetic_dataset {statistics.median(theirs):.2f} s (runs "
+          f"{', '.join(f'{t:.2f}' for t in theirs)}); anomalyforge is {statistics.median(ratios):.2f}x faster "
+          f"(median of {repeat} paired runs; {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
-def throughput(inputs: Path, textures: Path, n: int = 2000) -> None:
-    rate = run_case("job", "draem", str(inputs), str(n), "mvtec", "1", str(textures))["images_per_s"]
-    print(f"throughput: {n} DRAEM samples, MVTec layout, 1 worker on one core: {rate:.1f} samples/s")
+def throughput(inputs: Path, textures: Path, repeat: int, n: int = 2000) -> None:
+    args = ("job", "draem", str(inputs), str(n), "mvtec", "1", str(textures))
+    rates = [run_case(*args, pinned=True)["images_per_s"] for _ in range(repeat)]
+    print(f"throughput: {n} DRAEM samples, MVTec layout, 1 worker on one core: {statistics.median(rates):.1f} samples/s "
+          f"(median of {repeat}: {', '.join(f'{r:.1f}' for r in rates)})")
+
+
 GENERATORS = ["cutpaste", "nsa", "nsa-texture", "draem", "mix"]
 
 
@@ -147,10 +164,12 @@ def case(kind: str, generator: str, inputs: Path, n: int, fmt: str = "", workers
     }
 
 
-def run_case(*args: str) -> dict:
-    """One measurement in a fresh process, pinned to one core."""
+def run_case(*args: str, pinned: bool = False) -> dict:
+    """One measurement in a fresh process (``pinned``: to one core; the worker sweep uses both)."""
+    os.sync()
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run(one_core() + [sys.executable, __file__, "--case", *args], capture_output=True, text=True, env=env,
+    command = (one_core() if pinned else []) + [sys.executable, __file__, "--case", *args]
+    out = subprocess.run(command, capture_output=True, text=True, env=env,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -163,6 +182,7 @@ def main() -> None:
     parser.add_argument("--anomalib-python", default=os.environ.get("ANOMALIB_PYTHON"),
                         help="python of a separate venv with anomalib, for the end-to-end comparison")
     parser.add_argument("--no-sweep", action="store_true", help="only start-up, end to end and throughput")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the end-to-end and throughput measurements (median)")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -178,8 +198,8 @@ def main() -> None:
         if textures is None:
             print(f"no texture folder at {args.textures}: end-to-end and throughput rows skipped")
         else:
-            versus_anomalib(inputs, textures, args.anomalib_python, Path(tmp))
-            throughput(inputs, textures)
+            versus_anomalib(inputs, textures, args.anomalib_python, Path(tmp), args.repeat)
+            throughput(inputs, textures, args.repeat)
         if args.no_sweep:
             return
         print(f"{'generator':10s} {'what':22s} {'img/s':>8s} {'peak main MB':>13s} {'peak worker MB':>15s}")

@@ -11,16 +11,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from synth.files import check_output_folder
-
 from synth.dataset_reader import dataset_format, read_generated
+from synth.files import check_output_folder, write_json
+from synth.png import encode_png
+
 from .job import RUN_INFO, read_run_info
-from synth.files import write_json
 from .report import write_report
 from .scorer import EAPScorer
 from .scoring import ScoredDataset, eap_summary, load_scores, score_dataset, store_scores
 from .selection import Selection, select
-from .writers import EncodedSample, encode_png, make_writer, mask_to_uint8
+from .writers import EncodedSample, make_writer, mask_to_uint8
 
 SELECTION_FILE = "selection.json"
 

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import shutil
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,10 +23,11 @@ from tqdm.auto import tqdm
 
 from synth.base import AnomalyGenerator, ImageTooSmallError, check_image
 from synth.files import check_output_folder, write_json
+from synth.png import PNG_LEVELS, encode_png
 from synth.readers import ImageReadError, read_image
 
 from .card import write_dataset_card
-from .writers import PNG_LEVELS, EncodedSample, encode_png, make_writer, mask_to_uint8
+from .writers import EncodedSample, make_writer, mask_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,14 @@ def source_order(seed: int, n_sources: int, index: int) -> list[int]:
     """Source candidates of sample ``index``: every image once per cycle, each cycle shuffled; on an
     unreadable image the next one in the cycle is used."""
     cycle, position = divmod(index, n_sources)
-    order = np.random.default_rng(np.random.SeedSequence([seed, 1 << 20, cycle])).permutation(n_sources)
-    return [int(order[(position + k) % n_sources]) for k in range(n_sources)]
+    order = _cycle_order(seed, n_sources, cycle)
+    return order[position:] + order[:position]
+
+
+@lru_cache(maxsize=4)
+def _cycle_order(seed: int, n_sources: int, cycle: int) -> list[int]:
+    """One cycle's shuffled order (samples of a cycle mostly run one after another: drawn once)."""
+    return [int(i) for i in np.random.default_rng(np.random.SeedSequence([seed, 1 << 20, cycle])).permutation(n_sources)]
 
 
 @dataclass

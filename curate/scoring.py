@@ -17,11 +17,12 @@ import torch
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from .card import write_dataset_card
 from synth.dataset_reader import dataset_format, read_generated
-from .job import RUN_INFO, read_run_info
 from synth.files import write_atomic, write_json
 from synth.manifest import Manifest
+
+from .card import write_dataset_card
+from .job import RUN_INFO, read_run_info
 from .scorer import EAPScorer
 from .selection import Candidate
 from .writers import hf_schema

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from synth.files import remove_temporaries, write_atomic
@@ -45,22 +44,6 @@ class EncodedSample:
             "index": self.index, "seed": self.seed, "source": self.source, "generator": self.generator,
             "label": self.label, "params": self.params, **self.extra,
         }
-
-
-PNG_LEVELS = range(10)
-
-
-def encode_png(image: np.ndarray, compression: int | None = None) -> bytes:
-    """Lossless PNG bytes of an RGB or grey uint8 image. ``compression``: zlib level 0-9; ``None``
-    keeps OpenCV's default, the fastest to encode (levels 1-3 give files about half the size for
-    1.5-2x the encoding time; figures in docs/generation.md)."""
-    array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    if compression is not None and compression not in PNG_LEVELS:
-        raise ValueError(f"PNG compression must be an integer 0-9, got {compression!r}")
-    ok, data = cv2.imencode(".png", array, [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression])
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return data.tobytes()
 
 
 def mask_to_uint8(mask: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .base import AnomalyGenerator, apply_seeded
+from .base import AnomalyGenerator
+from .colour_jitter import ColourJitter
 from .foreground import object_mask
 
 Variant = Literal["normal", "scar", "union", "3way"]
@@ -73,15 +74,6 @@ class CutPaste(AnomalyGenerator):
         self.background = background
         self.background_threshold = background_threshold
 
-    def _colour_jitter(self):
-        """albumentations' ColorJitter, built on first use (albumentations imports torch when it is installed)."""
-        if getattr(self, "_jitter_transform", None) is None:
-            import albumentations as A
-
-            j = self.jitter
-            self._jitter_transform = A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=j, p=1.0)
-        return self._jitter_transform
-
     def generate_rgb(self, image: np.ndarray, rng: np.random.Generator):
         variant = self.variant
         label = 1
@@ -136,7 +128,7 @@ class CutPaste(AnomalyGenerator):
         cut_h, cut_w = self._patch_size(height, width, rng)
         shape = np.ones((cut_h, cut_w), bool)
         sy, sx = self._locations((height, width), allowed, shape, rng)
-        patch, jitter = apply_seeded(self._colour_jitter(), image[sy : sy + cut_h, sx : sx + cut_w].copy(), rng)
+        patch, jitter = ColourJitter(*(self.jitter,) * 4)(image[sy : sy + cut_h, sx : sx + cut_w], rng)
         if allowed is not None:  # only the object's pixels are carried over
             shape = allowed[sy : sy + cut_h, sx : sx + cut_w].copy()
         ty, tx = self._locations((height, width), allowed, shape, rng)
@@ -165,7 +157,7 @@ class CutPaste(AnomalyGenerator):
         cut_h = int(np.clip(round(cut_h * factor), 1, height - 1))
         angle = float(rng.uniform(*self.scar_rotation))
         sy, sx = self._locations((height, width), allowed, np.ones((cut_h, cut_w), bool), rng)
-        jittered, jitter = apply_seeded(self._colour_jitter(), image[sy : sy + cut_h, sx : sx + cut_w].copy(), rng)
+        jittered, jitter = ColourJitter(*(self.jitter,) * 4)(image[sy : sy + cut_h, sx : sx + cut_w], rng)
         patch, shape = _rotate_expand(jittered, angle)
         if shape.shape[0] >= height or shape.shape[1] >= width:  # tiny image: the scar stays upright
             angle, patch, shape = 0.0, jittered, np.ones(jittered.shape[:2], bool)

@@ -8,7 +8,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from synth.files import write_atomic
+from .files import write_atomic
+from .png import encode_png
 
 
 def mask_overlay(
@@ -88,11 +89,11 @@ def contact_sheet(
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
     """Write an RGB (or grey) image as PNG atomically."""
     path = Path(path)
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    ok, data = cv2.imencode(".png", bgr)
-    if not ok:
-        raise ValueError(f"could not encode {path}")
-    write_atomic(path, data.tobytes())
+    try:
+        data = encode_png(rgb)
+    except ValueError as error:
+        raise ValueError(f"could not encode {path}: {error}") from None
+    write_atomic(path, data)
     return path
 
 

@@ -188,3 +188,33 @@ def test_png_compression_changes_the_bytes_not_the_pixels(tmp_path, normals):
     assert sizes[9] < sizes[0]
     with pytest.raises(ValueError, match="png_compression must be an integer 0-9"):
         generate_dataset(normals, mix(normals), 2, tmp_path / "bad", progress=False, png_compression=10)
+
+
+def png_row_filters(data: bytes, height: int) -> set[int]:
+    """The filter type byte of each row of an 8-bit PNG (from its zlib-inflated IDAT chunks)."""
+    import struct
+    import zlib
+
+    position, idat = 8, b""
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"IDAT":
+            idat += data[position + 8 : position + 8 + length]
+        position += 12 + length
+    raw = zlib.decompress(idat)
+    stride = len(raw) // height
+    return {raw[row * stride] for row in range(height)}
+
+
+def test_default_png_is_lossless_and_uses_the_up_filter():
+    from synth.png import encode_png
+
+    image, grey = textured(40, 56, seed=2), textured(40, 56, seed=3, grey=True)
+    for array, flag in ((image, cv2.IMREAD_COLOR), (grey, cv2.IMREAD_GRAYSCALE)):
+        data = encode_png(array)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        assert np.array_equal(decoded[..., ::-1] if array.ndim == 3 else decoded, array)
+        if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+            assert png_row_filters(data, 40) == {2}  # 2: "Up"
+    with pytest.raises(ValueError, match="PNG compression must be an integer 0-9"):
+        encode_png(image, compression=12)

@@ -55,15 +55,16 @@ def test_importing_the_packages_pulls_no_heavy_library():
 
 
 def test_generate_pulls_no_heavy_library(tmp_path):
-    """DRAEM with a texture folder and NSA (the bundled DRAEM textures come from scikit-image, which loads scipy)."""
+    """Every classical generator and the default mix (DRAEM with a texture folder: its bundled textures
+    come from scikit-image, which loads scipy)."""
     write_images(tmp_path / "good", [textured(64, 64, seed=i) for i in range(3)], "n")
     write_images(tmp_path / "textures", [textured(48, 48, seed=9)], "t")
-    for generator in ("draem", "nsa"):
+    for generator in ("draem", "nsa", "cutpaste", "mix"):
         code = (f"from anomalyforge.cli import main\nassert main(['generate', '--input', {str(tmp_path / 'good')!r}, "
                 f"'--generator', {generator!r}, '--textures', {str(tmp_path / 'textures')!r}, '--n', '4', '--quiet', "
                 f"'--out', {str(tmp_path / generator)!r}]) == 0")
         assert loaded_after(code) == [], generator
-        assert len(list((tmp_path / generator / "test" / generator).glob("*.png"))) == 4
+        assert len(list((tmp_path / generator / "test").rglob("*.png"))) == 4
 
 
 def test_every_registered_name_loads_its_class():
