@@ -262,10 +262,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quotas(text: str) -> dict[str, float]:
-    return _weights(text)
-
-
 def cmd_curate(args: argparse.Namespace) -> int:
     from curate.curation import curate_dataset
 
@@ -406,8 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--defect", default=None, help="diffusion: the learned defect type to paint (default: any)")
     gen.add_argument("--p-unchanged", type=_probability, default=0.0, help="probability of an unchanged (normal) sample")
     gen.add_argument("--png-compression", type=int, choices=range(10), default=None, metavar="0-9",
-                     help="zlib level of the PNG files (default: OpenCV's, the fastest; 1-3: about half the size, "
-                          "1.5-2x the encoding time)")
+                     help="zlib level of the PNG files with OpenCV's filters (default: Up filter at level 1, as fast "
+                          "as OpenCV's default and usually smaller; higher levels: slower, a few percent smaller)")
     gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per parquet shard (hf format)")
     gen.add_argument("--license", default=None, help="license of the source images, for the dataset card")
     gen.add_argument("--preview", action="store_true", help="also write preview.png into the output folder")
@@ -488,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--out", required=True, help="folder for the curated dataset")
     cur.add_argument("--top", type=_probability, default=None, help="keep this fraction of all samples, best first")
     cur.add_argument("--threshold", type=float, default=None, help="keep samples with EAP at least this")
-    cur.add_argument("--quota", type=_quotas, default=None,
+    cur.add_argument("--quota", type=_weights, default=None,
                      help="per-generator caps: counts or fractions, e.g. cutpaste=100,draem=0.5")
     cur.add_argument("--min-pixels", type=int, default=SELECTION_DEFAULTS["min_pixels"],
                      help=f"drop masks with fewer pixels (default {SELECTION_DEFAULTS['min_pixels']})")

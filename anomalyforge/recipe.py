@@ -22,6 +22,7 @@ import yaml
 from curate.selection import SELECTION_DEFAULTS
 from curate.writers import FORMATS
 from detectors.registry import DETECTORS
+from synth.png import check_compression
 from synth.presets import PRESETS, preset_options
 from synth.registry import BACKENDS, DEFAULT_MIX, GENERATORS, MIXABLE
 
@@ -407,8 +408,10 @@ def _validate_generate(check: _Checker, recipe: dict[str, Any]) -> None:
     for key in ("n", "workers", "shard_size"):
         if gen[key] < 1:
             raise check.fail(f"generate.{key}", f"must be at least 1, got {gen[key]}")
-    if gen["png_compression"] is not None and not 0 <= gen["png_compression"] <= 9:
-        raise check.fail("generate.png_compression", f"must be a zlib level 0-9 or null, got {gen['png_compression']}")
+    try:
+        check_compression(gen["png_compression"])
+    except ValueError as error:
+        raise check.fail("generate.png_compression", f"{error} (or null)") from None
     if not 0.0 <= gen["p_unchanged"] <= 1.0:
         raise check.fail("generate.p_unchanged", f"must be in [0, 1], got {gen['p_unchanged']}")
     generators = gen["generators"]

@@ -50,22 +50,24 @@ print(int((made.label_index == 1).sum()))
 """
 
 
+CLI = str(Path(sys.executable).parent / "anomalyforge")
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
 def one_core() -> list[str]:
     return ["taskset", "-c", "0"] if shutil.which("taskset") else []
 
 
 def wall(command: list[str], cwd: Path | None = None) -> float:
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     os.sync()  # the previous run's files go to disk now, not during this one
     start = time.perf_counter()
-    subprocess.run(one_core() + command, cwd=cwd, env=env, check=True, capture_output=True)
+    subprocess.run(one_core() + command, cwd=cwd, env=ONE_THREAD, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
 def startup() -> None:
-    cli = str(Path(sys.executable).parent / "anomalyforge")
     rows = {"python -c pass": [sys.executable, "-c", "pass"], "python -c 'import synth'": [sys.executable, "-c", "import synth"],
-            "anomalyforge --help": [cli, "--help"]}
+            "anomalyforge --help": [CLI, "--help"]}
     for label, command in rows.items():
         times = sorted(wall(command, ROOT) for _ in range(5))
         print(f"start-up  {label:28s} {times[2]:6.2f} s (median of 5)")
@@ -73,7 +75,6 @@ def startup() -> None:
 
 def versus_anomalib(inputs: Path, textures: Path, anomalib_python: str | None, tmp: Path, repeat: int) -> None:
     """Both jobs ``repeat`` times, alternating (this machine's timings drift); medians and the median ratio."""
-    cli = str(Path(sys.executable).parent / "anomalyforge")
     n = len(list(inputs.glob("*.png")))
     have_anomalib = bool(anomalib_python) and Path(anomalib_python).exists()
     work = tmp / "anomalib"
@@ -83,7 +84,7 @@ def versus_anomalib(inputs: Path, textures: Path, anomalib_python: str | None, t
         (work / "job.py").write_text(ANOMALIB_JOB)
     ours, theirs = [], []
     for k in range(repeat):
-        ours.append(wall([cli, "generate", "--input", str(inputs), "--generator", "draem", "--textures", str(textures),
+        ours.append(wall([CLI, "generate", "--input", str(inputs), "--generator", "draem", "--textures", str(textures),
                           "--n", str(n), "--format", "mvtec", "--workers", "1", "--quiet", "--out", str(tmp / f"ours{k}")]))
         if have_anomalib:
             theirs.append(wall([anomalib_python, "job.py", str(inputs), str(work / f"out{k}")], cwd=work))
@@ -167,10 +168,8 @@ def case(kind: str, generator: str, inputs: Path, n: int, fmt: str = "", workers
 def run_case(*args: str, pinned: bool = False) -> dict:
     """One measurement in a fresh process (``pinned``: to one core; the worker sweep uses both)."""
     os.sync()
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = (one_core() if pinned else []) + [sys.executable, __file__, "--case", *args]
-    out = subprocess.run(command, capture_output=True, text=True, env=env,
-                         check=True)
+    out = subprocess.run(command, capture_output=True, text=True, env=ONE_THREAD, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from synth.base import AnomalyGenerator, ImageTooSmallError, check_image
 from synth.files import check_output_folder, write_json
-from synth.png import PNG_LEVELS, encode_png
+from synth.png import check_compression, encode_png
 from synth.readers import ImageReadError, read_image
 
 from .card import write_dataset_card
@@ -184,13 +184,12 @@ def generate_dataset(
 ) -> GenerationReport:
     """Generate ``n`` samples from the normal images at ``paths`` into ``out``; resumes a run that
     was interrupted (same arguments), refuses a folder that holds a different run. ``png_compression``:
-    zlib level 0-9 of the PNG files (``None``: OpenCV's default, the fastest)."""
+    zlib level 0-9 of the PNG files (``None``: the fast default of :mod:`synth.png`)."""
     from synth.version import __version__
 
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    if png_compression is not None and png_compression not in PNG_LEVELS:
-        raise ValueError(f"png_compression must be an integer 0-9, got {png_compression!r}")
+    check_compression(png_compression, "png_compression")
     if not paths:
         raise ValueError("no input images")
     out = Path(out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 
 class Configurable:
@@ -29,23 +29,24 @@ class Configurable:
         return out
 
     @classmethod
+    def _parameters(cls) -> Iterator[tuple[Any, str]]:
+        """``(constructor, name)`` of every named parameter, the class's own first."""
+        for init in cls._constructors():
+            for name, parameter in inspect.signature(init).parameters.items():
+                if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                    yield init, name
+
+    @classmethod
     def param_hints(cls) -> dict[str, Any]:
         """``{parameter: type hint}``, for checking recipes and ``--set`` options."""
         hints: dict[str, Any] = {}
-        for init in cls._constructors():
-            resolved = typing.get_type_hints(init)
-            for name, parameter in inspect.signature(init).parameters.items():
-                if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
-                    hints.setdefault(name, resolved.get(name, Any))
+        for init, name in cls._parameters():
+            hints.setdefault(name, typing.get_type_hints(init).get(name, Any))
         return hints
 
     @classmethod
     def param_names(cls) -> list[str]:
-        names: list[str] = []
-        for init in cls._constructors():
-            names += [n for n, p in inspect.signature(init).parameters.items()
-                      if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-        return list(dict.fromkeys(names))
+        return list(dict.fromkeys(name for _, name in cls._parameters()))
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments: ``type(self)(**self.get_params())`` is an unfitted copy."""

@@ -16,10 +16,15 @@ _FAST = ([cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP, cv2.IMWRITE_PNG_COM
          if hasattr(cv2, "IMWRITE_PNG_FILTER") else [])
 
 
+def check_compression(compression: int | None, what: str = "PNG compression") -> None:
+    """A zlib level 0-9, or ``None`` for the default; the error names ``what``."""
+    if compression is not None and compression not in PNG_LEVELS:
+        raise ValueError(f"{what} must be an integer 0-9, got {compression!r}")
+
+
 def encode_png(image: np.ndarray, compression: int | None = None) -> bytes:
     """PNG bytes of an RGB or grey uint8 image; ``compression``: zlib level 0-9 (``None``: the fast default)."""
-    if compression is not None and compression not in PNG_LEVELS:
-        raise ValueError(f"PNG compression must be an integer 0-9, got {compression!r}")
+    check_compression(compression)
     array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     ok, data = cv2.imencode(".png", array, _FAST if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:
