@@ -57,9 +57,10 @@ def generator_options(args: argparse.Namespace) -> dict[str, dict]:
 def cmd_generate(args: argparse.Namespace) -> int:
     from curate.job import generate_dataset
     from synth import ImageFiles, build_generator, normal_image_paths
+    from synth.readers import normal_images_folder
 
     paths = normal_image_paths(args.input)
-    root = Path(args.input) / "train" / "good" if (Path(args.input) / "train" / "good").is_dir() else Path(args.input)
+    root = normal_images_folder(args.input)
     options = generator_options(args)
     uses_diffusion = args.generator == "diffusion" or (args.generator == "mix" and (args.weights or {}).get("diffusion", 0) > 0)
     if uses_diffusion and not args.model:
@@ -72,7 +73,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     report = generate_dataset(
         paths, generator, args.n, args.out, seed=args.seed, fmt=args.format, workers=args.workers,
         shard_size=args.shard_size, input_root=root, info={"license": args.license}, progress=not args.quiet,
-        png_compression=args.png_compression,
+        png_compression=args.png_compression, engine=args.engine, ray_address=args.ray_address,
     )
     print(
         f"wrote {report.written} samples to {report.out} ({report.already_done} were already there"
@@ -148,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     normals_dir = data
     if is_generated_dataset(data):
         anomalies_dir = anomalies_dir or data
-        normals_dir = Path(args.normals) if args.normals else generated_input_folder(data)
+        normals_dir = Path(args.normals or generated_input_folder(data))
         if not normals_dir.is_dir():
             raise FileNotFoundError(f"{data}: its normal images ({normals_dir}) are gone; pass --normals DIR")
     if anomalies_dir and args.detector == "knn":
@@ -242,7 +243,7 @@ def _scorer(args: argparse.Namespace):
 
 def _scorer_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
     """The dataset and EAP scorer arguments that ``score`` and ``curate`` share."""
-    parser.add_argument("dataset", help="folder written by anomalyforge generate")
+    parser.add_argument("dataset", help="folder (or fsspec URL) written by anomalyforge generate")
     parser.add_argument("--normals", default=None, help="normal images (default: the folder the dataset was made from)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=set_help)
     parser.add_argument("--seed", type=int, default=None, help="seed of the scorer's random subsets (default 0)")
@@ -250,15 +251,31 @@ def _scorer_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _engine_arguments(parser: argparse.ArgumentParser, workers: bool = True) -> None:
+    """--engine and --ray-address (and --workers for commands that have no worker processes of their own)."""
+    from curate.ray_engine import ENGINES
+
+    if workers:
+        parser.add_argument("--workers", type=_positive, default=1, help="CPUs of a local Ray with --engine ray (default 1)")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: processes on this machine; ray: Ray tasks (pip install \"anomalyforge[ray]\")")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to use with --engine ray, e.g. ray://head:10001 or auto (default: a local Ray "
+                             "with --workers CPUs)")
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from curate.scoring import score_dataset
 
-    scored = score_dataset(args.dataset, _scorer(args), args.normals, progress=not args.quiet)
+    scored = score_dataset(
+        args.dataset, _scorer(args), args.normals, progress=not args.quiet, engine=args.engine, workers=args.workers,
+        ray_address=args.ray_address,
+    )
     overall = scored.summary["all"]
     per = ", ".join(f"{k} {v.get('mean', float('nan')):.3f}" for k, v in scored.summary["by_generator"].items())
     skipped = f"; {len(scored.errors)} unreadable samples skipped" if scored.errors else ""
     print(f"scored {overall['scored']} of {overall['count']} samples: mean EAP {overall.get('mean', float('nan')):.3f} ({per}){skipped}")
-    print(f"report: {scored.report}")
+    print(f"report: {scored.report}" if scored.report else "report: none (the dataset is not a local folder)")
     return 0
 
 
@@ -271,12 +288,12 @@ def cmd_curate(args: argparse.Namespace) -> int:
     }
     result = curate_dataset(
         args.dataset, args.out, selection, fmt=args.format, scorer=_scorer(args), normals=args.normals,
-        rescore=args.rescore, progress=not args.quiet,
+        rescore=args.rescore, progress=not args.quiet, engine=args.engine, workers=args.workers, ray_address=args.ray_address,
     )
     kept, dropped = len(result.selection.kept), len(result.selection.dropped)
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.selection.reasons().items()))
     print(f"kept {kept} of {kept + dropped} samples in {result.out}" + (f" (dropped: {reasons})" if reasons else ""))
-    print(f"report: {result.report}")
+    print(f"report: {result.report}" if result.report else "report: none (the output is not a local folder)")
     return 0
 
 
@@ -347,7 +364,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
-    from synth.files import check_output_folder
+    from synth.storage import check_output_folder
 
     from .pipeline import MANIFEST, run_recipe
     from .recipe import dump_recipe, load_recipe
@@ -366,7 +383,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run {recipe['name']} finished in {time.perf_counter() - start:.0f} s{skipped}: {result.root}")
     if result.metrics:
         print(f"metrics: {result.metrics}")
-    print(f"report: {result.report}")
+    print(f"report: {result.report}" if result.report else "report: none (the output is not a local folder)")
     return 0
 
 
@@ -382,13 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="synthesise an anomaly dataset from a folder of normal images")
-    gen.add_argument("--input", required=True, help="folder of normal images, or an MVTec category (uses train/good)")
-    gen.add_argument("--out", required=True, help="output folder (an interrupted run resumes here)")
+    gen.add_argument("--input", required=True,
+                     help="folder of normal images, or an MVTec category (uses train/good); a path or an fsspec URL")
+    gen.add_argument("--out", required=True, help="output folder or fsspec URL (an interrupted run resumes here)")
     gen.add_argument("--generator", choices=GENERATORS.names(), default="mix",
                      help="anomaly generator (default mix: cutpaste, nsa and draem in turn, see --weights)")
     gen.add_argument("--n", type=_positive, default=100, help="number of samples (default 100)")
     gen.add_argument("--seed", type=int, default=0, help="run seed: same seed and input, same samples (default 0)")
-    gen.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    gen.add_argument("--workers", type=_positive, default=1, help="worker processes, or local Ray CPUs (default 1)")
+    _engine_arguments(gen, workers=False)
     gen.add_argument("--format", choices=FORMATS, default="mvtec",
                      help="mvtec: test/<generator>/ + ground_truth/; hf: hub-ready parquet folder")
     gen.add_argument("--preset", choices=PRESETS, default="texture",
@@ -477,11 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = sub.add_parser("score", help="EAP quality score of every sample of a generated dataset, with a report")
     _scorer_arguments(score, "scorer options, e.g. n_subsets=50 k=auto n_normal_patches=4096")
+    _engine_arguments(score)
     score.set_defaults(func=cmd_score)
 
     cur = sub.add_parser("curate", help="keep the best samples by EAP (scores first when needed) into a new dataset")
     _scorer_arguments(cur, "scorer options when scoring")
-    cur.add_argument("--out", required=True, help="folder for the curated dataset")
+    cur.add_argument("--out", required=True, help="folder (or fsspec URL) for the curated dataset")
     cur.add_argument("--top", type=_probability, default=None, help="keep this fraction of all samples, best first")
     cur.add_argument("--threshold", type=float, default=None, help="keep samples with EAP at least this")
     cur.add_argument("--quota", type=_weights, default=None,
@@ -494,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="drop a sample whose in-mask features match a better one this closely at the same place")
     cur.add_argument("--keep-duplicates", action="store_true", help="no near-duplicate removal")
     cur.add_argument("--format", choices=FORMATS, default=None, help="output format (default: the input's)")
+    _engine_arguments(cur)
     cur.add_argument("--rescore", action="store_true", help="score again even when scores are stored")
     cur.set_defaults(func=cmd_curate)
 

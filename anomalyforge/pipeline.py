@@ -22,9 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from synth.files import check_output_folder, write_atomic, write_json
+from synth.files import write_atomic, write_json
+from synth.storage import check_output_folder
 
-from .recipe import EMBEDDED, dump_recipe
+from .recipe import EMBEDDED, NOT_OUTPUT, dump_recipe
 from .run_context import RunContext
 
 MANIFEST = "manifest.json"
@@ -177,7 +178,7 @@ def step_generate(ctx: RunContext) -> dict[str, Any]:
     report = generate_dataset(
         paths, generator, gen["n"], out, seed=ctx.seed, fmt=gen["format"], workers=gen["workers"], shard_size=gen["shard_size"],
         input_root=ctx.train_dir, info={"license": ctx.recipe["data"]["license"]}, progress=ctx.progress,
-        png_compression=gen["png_compression"],
+        png_compression=gen["png_compression"], engine=gen["engine"], ray_address=gen["ray_address"],
     )
     made = report.written + report.already_done
     if made == 0:
@@ -201,7 +202,8 @@ def step_curate(ctx: RunContext) -> dict[str, Any]:
     shutil.rmtree(ctx.root / "curated", ignore_errors=True)  # what an interrupted attempt wrote
     result = curate_dataset(
         generated, ctx.root / "curated", {k: cur[k] for k in SELECTION_OPTIONS}, scorer=scorer, normals=ctx.train_dir,
-        rescore=not same_scorer, progress=ctx.progress,
+        rescore=not same_scorer, progress=ctx.progress, engine=cur["engine"], workers=ctx.recipe["generate"]["workers"],
+        ray_address=cur["ray_address"],
     )
     return {
         "dataset": str(result.out), "kept": len(result.selection.kept), "dropped": len(result.selection.dropped),
@@ -330,9 +332,16 @@ def _lookup(recipe: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def _output_keys(dotted: str, value: Any) -> Any:
+    """A whole section without the keys that do not change the output (how many workers, which engine)."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if (dotted, k) not in NOT_OUTPUT}
+    return value
+
+
 def fingerprint(step: Step, recipe: dict[str, Any], prints: dict[str, str | None]) -> str:
     """A hash of the recipe keys a step reads and of the fingerprints of the steps before it."""
-    content = {"keys": {k: _lookup(recipe, k) for k in step.keys}, "after": {s: prints.get(s) for s in step.after}}
+    content = {"keys": {k: _output_keys(k, _lookup(recipe, k)) for k in step.keys}, "after": {s: prints.get(s) for s in step.after}}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

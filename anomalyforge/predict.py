@@ -15,8 +15,8 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
-from synth.files import atomic_path, check_output_folder, write_atomic
 from synth.readers import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
+from synth.storage import Store, as_store, check_output_folder, is_url
 
 PREDICTIONS = "predictions.csv"
 SUMMARY = "predictions.json"
@@ -25,7 +25,7 @@ COLUMNS = ("path", "score", "normalized_score", "anomalous")
 
 @dataclass
 class PredictReport:
-    out: Path
+    out: Path | str  # a local folder, or a URL
     n_images: int = 0
     n_anomalous: int = 0
     threshold: float = float("nan")
@@ -37,12 +37,31 @@ class PredictReport:
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
 
 
-def input_files(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
-    """``(file, name)`` for every image of the inputs: files, folders (recursive) or glob patterns;
-    ``name`` is the file's path below its folder (the file name for single files), for the outputs."""
-    found: list[tuple[Path, Path]] = []
+def _url_files(item: str) -> list[tuple[str, Path]]:
+    """``(url, name)`` of an fsspec URL: a file, a folder (recursive) or a glob pattern."""
+    store = Store(item)
+    if any(c in item for c in "*?["):
+        matches = sorted(p for p in store.fs.glob(store.root) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        if not matches:
+            raise FileNotFoundError(f"no image matches {item}")
+        return [(store.fs.unstrip_protocol(p), Path(Path(p).name)) for p in matches]
+    if store.is_dir():
+        prefix = item.rstrip("/") + "/"
+        return [(url, Path(url[len(prefix):])) for url in list_images(item)]
+    if store.fs.isfile(store.root):
+        return [(item, Path(Path(store.root).name))]
+    raise FileNotFoundError(f"input {item} does not exist")
+
+
+def input_files(inputs: Sequence[str | Path]) -> list[tuple[Path | str, Path]]:
+    """``(file, name)`` for every image of the inputs: files, folders (recursive) or glob patterns,
+    as paths or fsspec URLs; ``name`` is the file's path below its folder (the file name for single
+    files), for the outputs."""
+    found: list[tuple[Path | str, Path]] = []
     for item in map(str, inputs):
-        if any(c in item for c in "*?["):
+        if is_url(item):
+            found += _url_files(item)
+        elif any(c in item for c in "*?["):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
             if not matches:
                 raise FileNotFoundError(f"no image matches {item}")
@@ -65,7 +84,7 @@ def input_files(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     return unique
 
 
-def _batches(files: list[tuple[Path, Path]], size: int, skipped: dict[str, str]) -> Iterator[list[tuple[Path, Path, np.ndarray]]]:
+def _batches(files: list[tuple[Path | str, Path]], size: int, skipped: dict[str, str]) -> Iterator[list[tuple[Path | str, Path, np.ndarray]]]:
     batch = []
     for path, name in files:
         try:
@@ -97,20 +116,21 @@ def predict_paths(
     files are named, skipped and listed; the rest is written."""
     from tqdm.auto import tqdm
 
-    from synth.pictures import heatmap_overlay, save_png
+    from synth.pictures import heatmap_overlay
+    from synth.png import encode_png
 
-    out = Path(out)
+    store = as_store(out)
     files = input_files(inputs)
     cut = detector.threshold(threshold)
-    check_output_folder(out, SUMMARY, "prediction run")
-    write_atomic(out / SUMMARY, b'{"complete": false}\n')  # marks the folder as ours from the start
+    check_output_folder(store, SUMMARY, "prediction run")
+    store.write_atomic(SUMMARY, b'{"complete": false}\n')  # marks the folder as ours from the start
     calibration = detector.calibration or {}
     low, high = calibration.get("score_range", (cut - 1.0, cut + 1.0))
     vmin, vmax = float(low), float(max(high, cut + 1e-6))  # one colour scale for every overlay
-    report = PredictReport(out, threshold=cut)
+    report = PredictReport(store.where, threshold=cut)
     start = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
-    with atomic_path(out / PREDICTIONS) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with store.staged(PREDICTIONS) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for batch in _batches(files, batch_size or detector.batch_size, report.skipped):
@@ -122,10 +142,11 @@ def predict_paths(
                 report.n_images += 1
                 report.n_anomalous += anomalous
                 full = cv2.resize(score_map, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+                picture = name.with_suffix(".png").as_posix()
                 if maps:
-                    save_png(out / "overlays" / name.with_suffix(".png"), heatmap_overlay(image, full, vmin=vmin, vmax=vmax))
+                    store.write_atomic(f"overlays/{picture}", encode_png(heatmap_overlay(image, full, vmin=vmin, vmax=vmax)))
                 if masks:
-                    save_png(out / "masks" / name.with_suffix(".png"), ((full > cut) * 255).astype(np.uint8))
+                    store.write_atomic(f"masks/{picture}", encode_png(((full > cut) * 255).astype(np.uint8)))
             bar.update(len(batch))
         bar.update(len(files) - bar.n)
     bar.close()
@@ -139,5 +160,5 @@ def predict_paths(
         "seconds": round(report.seconds, 2), "images_per_second": round(report.images_per_second, 2),
         "overlay_scale": [vmin, vmax] if maps else None,
     }
-    write_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+    store.write_atomic(SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     return report

@@ -19,6 +19,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
+from curate.ray_engine import ENGINES
 from curate.selection import SELECTION_DEFAULTS
 from curate.writers import FORMATS
 from detectors.registry import DETECTORS
@@ -55,6 +56,8 @@ SCHEMA: dict[str, Any] = {
         "shard_size": (int, 1000),
         "png_compression": (Optional[int], None),
         "workers": (int, 1),
+        "engine": (Literal[ENGINES], "local"),
+        "ray_address": (Optional[str], None),
         "p_unchanged": (float, 0.0),
         "generators": (dict, {name: {"weight": weight} for name, weight in DEFAULT_MIX.items()}),
     },
@@ -67,6 +70,8 @@ SCHEMA: dict[str, Any] = {
         "max_area": (float, SELECTION_DEFAULTS["max_area"]),
         "duplicate_similarity": (Optional[float], SELECTION_DEFAULTS["duplicate_similarity"]),
         "scorer": (dict, {}),
+        "engine": (Literal[ENGINES], "local"),
+        "ray_address": (Optional[str], None),
     },
     "train": {
         "detector": (Literal[DETECTORS.names()], "hybrid"),
@@ -88,7 +93,10 @@ SCHEMA: dict[str, Any] = {
 # Keys whose recipe value replaces the default as a whole (a recipe lists the generators it wants).
 REPLACED = {("generate", "generators")}
 # Keys that do not change a step's output (left out of the fingerprints that decide what to re-run).
-NOT_OUTPUT = {("generate", "workers")}
+NOT_OUTPUT = {
+    ("generate", "workers"), ("generate", "engine"), ("generate", "ray_address"), ("curate", "engine"),
+    ("curate", "ray_address"),
+}
 
 
 class RecipeError(ValueError):

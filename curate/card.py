@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from synth.files import write_atomic
 from synth.manifest import Manifest
+from synth.storage import Store, as_store
 
 FEATURE_YAML = [
     {"name": "image", "dtype": "image"}, {"name": "mask", "dtype": "image"}, {"name": "label", "dtype": "int64"},
@@ -37,14 +37,15 @@ def hub_license(text: str | None) -> str:
     return key if key in HUB_LICENSES else "other"
 
 
-def write_dataset_card(root: str | Path, info: dict[str, Any], extra_sections: str = "") -> Path:
-    """Write ``README.md`` for the folder from its shards, manifest and run ``info``."""
-    root = Path(root)
-    shards = sorted((root / "data").glob("train-*.parquet"))
-    records = Manifest(root).load()
+def write_dataset_card(root: str | Path | Store, info: dict[str, Any], extra_sections: str = "") -> str:
+    """Write ``README.md`` for the folder from its shards, manifest and run ``info``; returns its
+    path (a URL on a remote store)."""
+    store = as_store(root)
+    shards = store.glob("data", "train-*.parquet")
+    records = Manifest(store).load()
     counts = Counter(r["generator"] for r in records.values() if r["label"] > 0)
     normals = sum(1 for r in records.values() if r["label"] == 0)
-    size = sum(p.stat().st_size for p in shards)
+    size = sum(store.size(p) for p in shards)
     header = {
         "license": hub_license(info.get("license")),
         "task_categories": ["image-segmentation"],
@@ -79,6 +80,5 @@ def write_dataset_card(root: str | Path, info: dict[str, Any], extra_sections: s
     ]
     if extra_sections:
         lines += [extra_sections.rstrip(), ""]
-    path = root / "README.md"
-    write_atomic(path, "\n".join(lines).encode("utf-8"))
-    return path
+    store.write_atomic("README.md", "\n".join(lines).encode("utf-8"))
+    return store.url("README.md")

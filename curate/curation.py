@@ -3,7 +3,6 @@ samples as a new dataset with their EAP, a selection record and a quality report
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -12,8 +11,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from synth.dataset_reader import dataset_format, read_generated
-from synth.files import check_output_folder, write_json
 from synth.png import encode_png
+from synth.storage import as_store, check_output_folder
 
 from .job import RUN_INFO, read_run_info
 from .report import write_report
@@ -27,9 +26,9 @@ SELECTION_FILE = "selection.json"
 
 @dataclass
 class CurationReport:
-    out: Path
+    out: Path | str  # a local folder, or a URL
     selection: Selection
-    report: Path
+    report: Path | None  # report pages are written for a local output folder
     scored_now: bool
 
 
@@ -51,27 +50,32 @@ def curate_dataset(
     normals: str | Path | None = None,
     rescore: bool = False,
     progress: bool = True,
+    engine: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> CurationReport:
     """Keep the samples of ``dataset`` that pass :func:`~curate.selection.select` (options in
-    ``selection``) and write them, re-indexed, to ``out`` (format ``fmt``, default: the input's)."""
-    source = Path(dataset)
-    out = Path(out)
+    ``selection``) and write them, re-indexed, to ``out`` (format ``fmt``, default: the input's).
+    Either may be an fsspec URL; scoring, when needed, runs on ``engine`` (see :func:`score_dataset`)."""
+    source, target = as_store(dataset), as_store(out)
     fmt = fmt or dataset_format(source)
-    if out.resolve() == source.resolve():
+    same = (target.local.resolve() == source.local.resolve()) if target.local and source.local else target.url() == source.url()
+    if same:
         raise ValueError("the curated dataset needs its own folder (--out differs from the input)")
-    if check_output_folder(out, SELECTION_FILE, "curated dataset"):
-        shutil.rmtree(out)  # an earlier curation: made again from the stored scores
+    if check_output_folder(target, SELECTION_FILE, "curated dataset"):
+        target.remove_all()  # an earlier curation: made again from the stored scores
     scored = None if rescore else load_scores(source)
     scored_now = scored is None
     if scored is None:
-        scored = score_dataset(source, scorer, normals, progress)
+        scored = score_dataset(source.location, scorer, normals, progress, engine=engine, workers=workers,
+                               ray_address=ray_address)
     options = dict(selection or {})
     chosen = select(scored.candidates, **options)
     by_index = {c.index: c for c in scored.candidates}
     new_index = {old: new for new, old in enumerate(chosen.kept)}
     if not chosen.kept:
         raise ValueError(f"{source}: no sample passed the selection ({chosen.reasons()})")
-    writer = make_writer(fmt, out, len(chosen.kept))
+    writer = make_writer(fmt, target, len(chosen.kept))
     writer.open()
     info = read_run_info(source)
     kept_candidates = []
@@ -90,22 +94,24 @@ def curate_dataset(
             bar.update(1)
         bar.close()
     selection_record = {
-        "source": str(source), "options": options, "kept": len(chosen.kept), "dropped": len(chosen.dropped),
+        "source": source.location, "options": options, "kept": len(chosen.kept), "dropped": len(chosen.dropped),
         "dropped_by_reason": chosen.reasons(),
     }
-    run = {**info, "format": fmt, "n": len(chosen.kept), "curated_from": str(source), "selection": selection_record,
+    run = {**info, "format": fmt, "n": len(chosen.kept), "curated_from": source.location, "selection": selection_record,
            "title": "Curated synthetic anomaly dataset", "complete": True}
-    write_json(out / RUN_INFO, run, default=str)
+    target.write_json(RUN_INFO, run, default=str)
     summary = {**{k: v for k, v in scored.summary.items() if k not in ("all", "by_generator")}, **eap_summary(kept_candidates),
                "selection": selection_record}
-    store_scores(ScoredDataset(out, kept_candidates, summary))  # also the card of a hub folder
+    store_scores(ScoredDataset(target.where, kept_candidates, summary))  # also the card of a hub folder
     details = {
         **selection_record,
         "kept_origin_indices": chosen.kept,
         "dropped_samples": {str(k): v for k, v in sorted(chosen.dropped.items())},
     }
-    write_json(out / SELECTION_FILE, details, default=str)
+    target.write_json(SELECTION_FILE, details, default=str)
     threshold = drawn_threshold(options, [by_index[i].eap for i in chosen.kept])
-    report = write_report(source, scored.candidates, scored.summary, out / "report", title="EAP curation report",
-                          selection=chosen, threshold=threshold)
-    return CurationReport(out, chosen, report, scored_now)
+    report = None
+    if target.local is not None:
+        report = write_report(source, scored.candidates, scored.summary, target.local / "report",
+                              title="EAP curation report", selection=chosen, threshold=threshold)
+    return CurationReport(target.where, chosen, report, scored_now)

@@ -7,19 +7,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from tqdm.auto import tqdm
 
-from synth.dataset_reader import dataset_format, read_generated
-from synth.files import write_atomic, write_json
+from synth.dataset_reader import GeneratedSample, dataset_format, read_generated
 from synth.manifest import Manifest
+from synth.storage import Store, as_store
 
 from .card import write_dataset_card
 from .job import RUN_INFO, read_run_info
@@ -30,11 +30,12 @@ from .writers import hf_schema
 SCORES_FILE = "eap_scores.safetensors"
 SUMMARY_FILE = "eap.json"
 GRID = 32  # coarse mask size for the near-duplicate check
+RAY_CHUNK = 256  # samples per Ray scoring task (rounded to the scorer's batch size)
 
 
 @dataclass
 class ScoredDataset:
-    root: Path
+    root: Path | str  # a local folder, or the dataset's URL
     candidates: list[Candidate]
     summary: dict[str, Any]
     errors: dict[int, str] = field(default_factory=dict)
@@ -72,32 +73,11 @@ def _mask_stats(mask: np.ndarray) -> tuple[float, int, np.ndarray]:
     return float(binary.mean()), int(binary.sum()), grid
 
 
-def score_dataset(
-    dataset: str | Path,
-    scorer: EAPScorer | None = None,
-    normals: str | Path | None = None,
-    progress: bool = True,
-    report: bool = True,
-) -> ScoredDataset:
-    """Fit ``scorer`` on the dataset's normal images (``normals`` or the folder it was made from),
-    score every sample, and store the scores in the dataset, with ``report/report.html`` when
-    ``report``. Unreadable samples are skipped and listed in ``errors`` (and in ``eap.json``);
-    unchanged samples (label 0) get no score."""
-    from detectors.data import generated_input_folder, load_normals
-
-    root = Path(dataset)
-    dataset_format(root)  # a clear error when this is not a generated dataset
-    scorer = scorer or EAPScorer()
-    normals_dir = Path(normals) if normals else generated_input_folder(root)
-    if not normals_dir.is_dir():
-        raise FileNotFoundError(f"{root}: its normal images ({normals_dir}) are gone; pass --normals DIR")
-    normal_set = load_normals(normals_dir, scorer.size_rule)
-    scorer.fit(normal_set.images, progress=progress)
-    errors: dict[int, str] = {}
+def score_samples(scorer: EAPScorer, samples: Iterable[GeneratedSample], on_batch: Callable[[int], None] | None = None) -> list[Candidate]:
+    """Score samples with a fitted scorer, ``scorer.batch_size`` at a time (the batches do not depend
+    on which engine runs them: chunks of a multiple of the batch size score the same)."""
     candidates: list[Candidate] = []
-    n_total = len(Manifest(root).load())
-    bar = tqdm(total=n_total, desc="EAP score", unit="img", disable=not progress)
-    batch: list = []
+    batch: list[GeneratedSample] = []
 
     def flush() -> None:
         anomalous = [s for s in batch if s.record.get("label", 1) != 0 and s.mask.max() > 0]
@@ -113,14 +93,61 @@ def score_dataset(
             candidates.append(Candidate(
                 s.record["index"], s.record["generator"], eap, area, pixels, descriptor, grid, int(s.record.get("label", 1)),
             ))
-        bar.update(len(batch))
+        if on_batch is not None:
+            on_batch(len(batch))
         batch.clear()
 
-    for sample in read_generated(root, errors=errors):
+    for sample in samples:
         batch.append(sample)
         if len(batch) >= scorer.batch_size:
             flush()
     flush()
+    return candidates
+
+
+def score_dataset(
+    dataset: str | Path,
+    scorer: EAPScorer | None = None,
+    normals: str | Path | None = None,
+    progress: bool = True,
+    report: bool = True,
+    engine: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+) -> ScoredDataset:
+    """Fit ``scorer`` on the dataset's normal images (``normals`` or the folder it was made from),
+    score every sample, and store the scores in the dataset, with ``report/report.html`` when
+    ``report`` and the dataset is a local folder. Unreadable samples are skipped and listed in
+    ``errors`` (and in ``eap.json``); unchanged samples (label 0) get no score. ``dataset`` and
+    ``normals`` may be fsspec URLs. ``engine="ray"``: the fit stays here, the samples are scored by
+    Ray tasks (``ray_address``: an existing cluster; none: a local Ray with ``workers`` CPUs)."""
+    from detectors.data import generated_input_folder, load_normals
+
+    from .ray_engine import check_engine
+
+    store = as_store(dataset)
+    check_engine(engine, store)
+    dataset_format(store)  # a clear error when this is not a generated dataset
+    scorer = scorer or EAPScorer()
+    normals_dir = str(normals) if normals else generated_input_folder(store)
+    if not Store(normals_dir).is_dir():
+        raise FileNotFoundError(f"{store}: its normal images ({normals_dir}) are gone; pass --normals DIR")
+    normal_set = load_normals(normals_dir, scorer.size_rule)
+    scorer.fit(normal_set.images, progress=progress)
+    errors: dict[int, str] = {}
+    indices = sorted(Manifest(store).load())
+    bar = tqdm(total=len(indices), desc="EAP score", unit="img", disable=not progress)
+    if engine == "ray":
+        from .ray_engine import ray_scores
+
+        candidates = []
+        chunk = scorer.batch_size * max(1, RAY_CHUNK // scorer.batch_size)
+        for part, part_errors in ray_scores(scorer, store, indices, workers, ray_address, chunk):
+            candidates += part
+            errors.update(part_errors)
+            bar.update(len(part) + len(part_errors))
+    else:
+        candidates = score_samples(scorer, read_generated(store, errors=errors), bar.update)
     bar.close()
     for index, message in errors.items():
         tqdm.write(f"skipping unreadable sample {index}: {message}")
@@ -129,19 +156,19 @@ def score_dataset(
         "skipped_normals": normal_set.skipped, "unreadable_samples": {str(k): v for k, v in errors.items()},
         **eap_summary(candidates),
     }
-    scored = ScoredDataset(root, candidates, summary, errors)
+    scored = ScoredDataset(store.where, candidates, summary, errors)
     store_scores(scored)
-    if report:
+    if report and store.local is not None:
         from .report import write_report
 
-        scored.report = write_report(root, candidates, summary, root / "report")
+        scored.report = write_report(store.local, candidates, summary, store.local / "report")
     return scored
 
 
 def store_scores(scored: ScoredDataset) -> None:
     """Write ``eap_scores.safetensors`` and ``eap.json``, the ``eap`` field of every manifest record,
     and for a hub folder the ``eap`` column of its shards and the card's EAP section."""
-    root, candidates = scored.root, scored.candidates
+    root, candidates = as_store(scored.root), scored.candidates
     channels = next((len(c.descriptor) for c in candidates if c.descriptor is not None), 1)
     tensors = {
         "index": torch.tensor([c.index for c in candidates], dtype=torch.int64),
@@ -154,8 +181,8 @@ def store_scores(scored: ScoredDataset) -> None:
         ]).astype(np.float32)) if candidates else torch.zeros(0, 1),
         "grid_mask": torch.from_numpy(np.stack([c.grid_mask for c in candidates]).astype(np.uint8)) if candidates else torch.zeros(0, GRID, GRID, dtype=torch.uint8),
     }
-    write_atomic(root / SCORES_FILE, save(tensors))
-    write_json(root / SUMMARY_FILE, scored.summary)
+    root.write_atomic(SCORES_FILE, save(tensors))
+    root.write_json(SUMMARY_FILE, scored.summary)
     values = scored.eap()
     manifest = Manifest(root)
     records = manifest.load()
@@ -168,10 +195,11 @@ def store_scores(scored: ScoredDataset) -> None:
         refresh_card(root)
 
 
-def _write_eap_column(root: Path, values: dict[int, float]) -> None:
+def _write_eap_column(root: Store, values: dict[int, float]) -> None:
     schema = hf_schema()
-    for shard in sorted((root / "data").glob("train-*.parquet")):
-        table = pq.read_table(shard)
+    for shard in root.glob("data", "train-*.parquet"):
+        with root.open(shard) as handle:
+            table = pq.read_table(handle)
         indices = [int(p.split(".")[0]) for p in table.column("image").combine_chunks().field("path").to_pylist()]
         column = pa.array([None if not np.isfinite(values.get(i, math.nan)) else float(values[i]) for i in indices], pa.float64())
         if "eap" in table.column_names:
@@ -180,19 +208,20 @@ def _write_eap_column(root: Path, values: dict[int, float]) -> None:
             table = table.append_column("eap", column)
         buffer = pa.BufferOutputStream()
         pq.write_table(table.select(schema.names).cast(schema), buffer)
-        write_atomic(shard, buffer.getvalue().to_pybytes())
+        root.write_atomic(shard, buffer.getvalue().to_pybytes())
 
 
-def refresh_card(folder: Path, license: str | None = None) -> Path:
+def refresh_card(folder: str | Path | Store, license: str | None = None) -> str:
     """Rewrite a hub folder's README.md from dataset.json and eap.json; ``license`` (of the source
     images, as the user states it) is recorded in dataset.json first."""
+    folder = as_store(folder)
     info = read_run_info(folder)
     if license:
         info["license"] = license
-        write_json(folder / RUN_INFO, info)
+        folder.write_json(RUN_INFO, info)
     section = ""
-    if (folder / SUMMARY_FILE).exists():
-        section = eap_card_section(json.loads((folder / SUMMARY_FILE).read_text()))
+    if folder.exists(SUMMARY_FILE):
+        section = eap_card_section(json.loads(folder.read_bytes(SUMMARY_FILE)))
     return write_dataset_card(folder, info, section)
 
 
@@ -216,14 +245,13 @@ def eap_card_section(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_scores(dataset: str | Path) -> ScoredDataset | None:
+def load_scores(dataset: str | Path | Store) -> ScoredDataset | None:
     """The scores stored by :func:`score_dataset`, or None when the dataset is not scored."""
-    root = Path(dataset)
-    path = root / SCORES_FILE
-    if not path.exists() or not (root / SUMMARY_FILE).exists():
+    store = as_store(dataset)
+    if not store.exists(SCORES_FILE) or not store.exists(SUMMARY_FILE):
         return None
-    tensors = load_file(str(path))
-    records = Manifest(root).load()
+    tensors = load(store.read_bytes(SCORES_FILE))
+    records = Manifest(store).load()
     candidates = []
     for k, index in enumerate(tensors["index"].tolist()):
         descriptor = tensors["descriptor"][k].numpy()
@@ -233,5 +261,5 @@ def load_scores(dataset: str | Path) -> ScoredDataset | None:
             descriptor=None if np.isnan(descriptor).any() else descriptor, grid_mask=tensors["grid_mask"][k].numpy().astype(bool),
             label=int(tensors["label"][k]),
         ))
-    summary = json.loads((root / SUMMARY_FILE).read_text())
-    return ScoredDataset(root, candidates, summary, {int(k): v for k, v in summary.get("unreadable_samples", {}).items()})
+    summary = json.loads(store.read_bytes(SUMMARY_FILE))
+    return ScoredDataset(store.where, candidates, summary, {int(k): v for k, v in summary.get("unreadable_samples", {}).items()})

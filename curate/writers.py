@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import posixpath
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from synth.files import remove_temporaries, write_atomic
 from synth.manifest import Manifest
+from synth.storage import Store, as_store
 
 FORMATS = ("mvtec", "hf")
 
@@ -52,13 +55,23 @@ def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
 
 
 class DatasetWriter(ABC):
-    """Common part of the writers: the manifest and the resume bookkeeping."""
+    """Common part of the writers: the manifest and the resume bookkeeping.
+
+    ``root`` is a local folder or an fsspec URL. Manifest lines are appended as samples are written
+    (on a local disk one by one; on other stores, which rewrite the file to append, in batches of
+    ``manifest_batch``). A writer made with ``collect=True`` writes the files but hands the manifest
+    records back in ``collected`` instead: the distributed engine's workers write, the driver keeps
+    the manifest.
+    """
 
     format: str
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.manifest = Manifest(self.root)
+    def __init__(self, root: str | Path | Store, collect: bool = False, manifest_batch: int | None = None) -> None:
+        self.store = as_store(root)
+        self.manifest = Manifest(self.store)
+        self.manifest_batch = manifest_batch or (1 if self.store.local is not None else 256)
+        self.collected: list[dict] | None = [] if collect else None
+        self._pending: list[dict] = []
 
     @abstractmethod
     def open(self) -> set[int]:
@@ -71,8 +84,23 @@ class DatasetWriter(ABC):
     def skip(self, index: int) -> None:
         """A sample that could not be made; nothing is written for it."""
 
+    def add_records(self, records: list[dict], flush: bool = False) -> None:
+        """Manifest records of samples whose files are complete."""
+        if self.collected is not None:
+            self.collected.extend(records)
+            return
+        self._pending.extend(records)
+        if flush or len(self._pending) >= self.manifest_batch:
+            self.flush_records()
+
+    def flush_records(self) -> None:
+        if self._pending:
+            self.manifest.append(self._pending)
+            self._pending = []
+
     def close(self) -> None:
         """Finish pending writes."""
+        self.flush_records()
 
     def __enter__(self) -> "DatasetWriter":
         return self
@@ -87,38 +115,37 @@ class MVTecWriter(DatasetWriter):
 
     format = "mvtec"
 
-    def paths(self, record: dict) -> tuple[Path, Path | None]:
+    def paths(self, record: dict) -> tuple[str, str | None]:
+        """The image and mask files of a record, relative to the root."""
         name = f"{int(record['index']):06d}"
         if record["label"] == 0:
-            return self.root / "test" / "good" / f"{name}.png", None
+            return f"test/good/{name}.png", None
         folder = record["generator"]
-        return (
-            self.root / "test" / folder / f"{name}.png",
-            self.root / "ground_truth" / folder / f"{name}_mask.png",
-        )
+        return f"test/{folder}/{name}.png", f"ground_truth/{folder}/{name}_mask.png"
 
     def open(self) -> set[int]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(self.root)
+        self.store.make_folder()
+        self.store.remove_temporaries()
         records = self.manifest.load()
+        present = set(self.store.files()) if records else set()
         backed = {}
         for index, record in records.items():
             image, mask = self.paths(record)
-            if image.is_file() and (mask is None or mask.is_file()):
+            if image in present and (mask is None or mask in present):
                 backed[index] = record
-        if self.manifest.path.exists():
+        if self.manifest.exists():
             self.manifest.rewrite(backed.values())
         return set(backed)
 
     def write(self, sample: EncodedSample) -> None:
         record = sample.record()
         image, mask = self.paths(record)
-        write_atomic(image, sample.image_png)
+        self.store.write_atomic(image, sample.image_png)
         if mask is not None:
-            write_atomic(mask, sample.mask_png)
-        record["image"] = str(image.relative_to(self.root))
-        record["mask"] = None if mask is None else str(mask.relative_to(self.root))
-        self.manifest.append([record])
+            self.store.write_atomic(mask, sample.mask_png)
+        record["image"] = image
+        record["mask"] = mask
+        self.add_records([record])
 
 
 HF_FEATURES = {
@@ -151,8 +178,10 @@ class HubFolderWriter(DatasetWriter):
 
     format = "hf"
 
-    def __init__(self, root: str | Path, total: int, shard_size: int = 1000, row_group: int = 64) -> None:
-        super().__init__(root)
+    def __init__(
+        self, root: str | Path | Store, total: int, shard_size: int = 1000, row_group: int = 64, collect: bool = False,
+    ) -> None:
+        super().__init__(root, collect=collect)
         if total < 1 or shard_size < 1:
             raise ValueError("total and shard_size must be positive")
         self.total = total
@@ -162,58 +191,66 @@ class HubFolderWriter(DatasetWriter):
         self._schema = hf_schema()
         self._writer = None  # a pyarrow ParquetWriter while a shard is open
         self._shard: int | None = None
+        self._tmp: str | None = None
         self._rows: list[dict] = []
         self._records: list[dict] = []
 
-    def shard_path(self, shard: int) -> Path:
-        return self.root / "data" / f"train-{shard:05d}-of-{self.n_shards:05d}.parquet"
+    def shard_path(self, shard: int) -> str:
+        """Shard ``shard``'s file, relative to the root."""
+        return f"data/train-{shard:05d}-of-{self.n_shards:05d}.parquet"
 
     def shard_range(self, shard: int) -> range:
         return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.total))
 
     def open(self) -> set[int]:
-        (self.root / "data").mkdir(parents=True, exist_ok=True)
-        remove_temporaries(self.root)
+        self.store.make_folder("data")
+        self.store.remove_temporaries()
         self._adopt_shards_of_smaller_run()
         records = self.manifest.load()
+        present = set(self.store.glob("data", "train-*.parquet"))
         backed: dict[int, dict] = {}
         for shard in range(self.n_shards):
             path = self.shard_path(shard)
-            if not path.exists():
+            if path not in present:
                 continue
-            for record in self._shard_records(path, shard):
+            for record in self._shard_records(path):
                 backed[record["index"]] = {**records.get(record["index"], record), "shard": record["shard"], "row": record["row"]}
-        if self.manifest.path.exists() or backed:
+        if self.manifest.exists() or backed:
             self.manifest.rewrite(backed.values())
         return set(backed)
 
     def _adopt_shards_of_smaller_run(self) -> None:
         """A dataset grown to a larger ``total``: its full shards are renamed to the new shard count, a
         last partial one is dropped (its samples are made again, identical)."""
-        for path in (self.root / "data").glob("train-*-of-*.parquet"):
-            if path.name.endswith(f"-of-{self.n_shards:05d}.parquet"):
+        for path in self.store.glob("data", "train-*-of-*.parquet"):
+            name = posixpath.basename(path)
+            if name.endswith(f"-of-{self.n_shards:05d}.parquet"):
                 continue
-            shard = int(path.name.split("-")[1])
+            shard = int(name.split("-")[1])
             if shard >= self.n_shards:
-                raise FileExistsError(f"{self.root} holds shards of a larger run ({path.name}); use a new output folder")
+                raise FileExistsError(f"{self.store} holds shards of a larger run ({name}); use a new output folder")
             import pyarrow.parquet as pq
 
-            if pq.ParquetFile(path).metadata.num_rows == len(self.shard_range(shard)):
-                path.replace(self.shard_path(shard))
+            with self.store.open(path) as handle:
+                rows = pq.ParquetFile(handle).metadata.num_rows
+            if rows == len(self.shard_range(shard)):
+                self.store.replace(path, self.shard_path(shard))
             else:
-                path.unlink()
+                self.store.remove(path)
 
-    def _shard_records(self, path: Path, shard: int) -> list[dict]:
+    def _shard_records(self, path: str) -> list[dict]:
         """Manifest records rebuilt from a shard's own columns (after a crash before the manifest append)."""
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, columns=["image.path", "label", "generator", "params", "seed", "source"])
+        with self.store.open(path) as handle:
+            table = pq.read_table(handle, columns=["image.path", "label", "generator", "params", "seed", "source"])
         out = []
         for row_number, row in enumerate(table.to_pylist()):
             index = int(row["path"].split(".")[0])  # the image file name carries the index
             out.append({
                 "index": index, "seed": row["seed"], "source": row["source"], "generator": row["generator"],
-                "label": row["label"], "params": json.loads(row["params"]), "shard": path.name, "row": row_number,
+                "label": row["label"], "params": json.loads(row["params"]), "shard": posixpath.basename(path),
+                "row": row_number,
             })
         return out
 
@@ -226,16 +263,23 @@ class HubFolderWriter(DatasetWriter):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        tmp = self._tmp_path(self._shard)
-        if commit and tmp.exists():
-            tmp.replace(self.shard_path(self._shard))
-            self.manifest.append(self._records)
-        elif tmp.exists():
-            tmp.unlink()
-        self._shard, self._rows, self._records = None, [], []
+        if self._tmp is not None:
+            if commit:
+                self.store.upload(self._tmp, self.shard_path(self._shard))
+                self.add_records(self._records, flush=True)
+            elif os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+        self._shard, self._tmp, self._rows, self._records = None, None, [], []
 
-    def _tmp_path(self, shard: int) -> Path:
-        return self.root / "data" / f".tmp-train-{shard:05d}.parquet"
+    def _new_tmp(self, shard: int) -> str:
+        """Where a shard is written before it is published: beside it on a local disk, else in the
+        local temporary folder (uploaded whole when complete)."""
+        if self.store.local is not None:
+            self.store.make_folder("data")
+            return self.store.path(f"data/.tmp-{os.getpid()}-train-{shard:05d}.parquet")
+        handle, path = tempfile.mkstemp(prefix=".tmp-train-", suffix=".parquet")
+        os.close(handle)
+        return path
 
     def _flush_rows(self) -> None:
         if not self._rows:
@@ -244,7 +288,8 @@ class HubFolderWriter(DatasetWriter):
         import pyarrow.parquet as pq
 
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._tmp_path(self._shard), self._schema)
+            self._tmp = self._new_tmp(self._shard)
+            self._writer = pq.ParquetWriter(self._tmp, self._schema)
         columns = {name: [row[name] for row in self._rows] for name in self._schema.names}
         arrays = [pa.array(columns[name], type=field.type) for name, field in zip(self._schema.names, self._schema)]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
@@ -266,7 +311,7 @@ class HubFolderWriter(DatasetWriter):
             "eap": sample.extra.get("eap"),
         })
         record = sample.record()
-        record.update(shard=self.shard_path(self._shard).name, row=len(self._records))
+        record.update(shard=posixpath.basename(self.shard_path(self._shard)), row=len(self._records))
         self._records.append(record)
         if len(self._rows) >= self.row_group:
             self._flush_rows()
@@ -281,11 +326,14 @@ class HubFolderWriter(DatasetWriter):
     def close(self) -> None:
         """A shard still open here is incomplete (the run was interrupted): it is redone on resume."""
         self._end_shard(commit=False)
+        super().close()
 
 
-def make_writer(fmt: str, root: str | Path, total: int, shard_size: int = 1000) -> DatasetWriter:
+def make_writer(
+    fmt: str, root: str | Path | Store, total: int, shard_size: int = 1000, collect: bool = False,
+) -> DatasetWriter:
     if fmt == "mvtec":
-        return MVTecWriter(root)
+        return MVTecWriter(root, collect=collect)
     if fmt == "hf":
-        return HubFolderWriter(root, total, shard_size)
+        return HubFolderWriter(root, total, shard_size, collect=collect)
     raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

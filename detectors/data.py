@@ -12,6 +12,7 @@ import numpy as np
 
 from synth.base import MIN_SIDE, ImageTooSmallError, check_image
 from synth.readers import ImageReadError, mvtec_test_images, normal_image_paths, read_image, read_mask
+from synth.storage import Store, as_store
 
 from .base import Anomaly
 from .sizing import SizeRule, image_shapes, resize_mask_to, resize_to
@@ -109,7 +110,8 @@ def load_test_set(
 
 
 def is_generated_dataset(folder: str | Path) -> bool:
-    return (Path(folder) / "dataset.json").is_file() and (Path(folder) / "manifest.jsonl").is_file()
+    store = Store(folder)
+    return store.is_file("dataset.json") and store.is_file("manifest.jsonl")
 
 
 def load_generated_anomalies(
@@ -123,7 +125,7 @@ def load_generated_anomalies(
     one of them (a detector then never compares the sample with its own source image)."""
     from synth.dataset_reader import read_generated
 
-    input_root = generated_input_folder(folder) if (Path(folder) / "dataset.json").is_file() else Path(folder)
+    input_root = Path(generated_input_folder(folder)) if (Path(folder) / "dataset.json").is_file() else Path(folder)
     index_of = {Path(p).resolve(): i for i, p in enumerate(normal_paths)}
     anomalies = []
     for sample in read_generated(folder):
@@ -142,7 +144,7 @@ def load_generated_anomalies(
     return anomalies
 
 
-def generated_input_folder(folder: str | Path) -> Path:
-    """The normal-image folder a generated dataset was made from (recorded in its dataset.json)."""
-    info = json.loads((Path(folder) / "dataset.json").read_text())
-    return Path(info["input"])
+def generated_input_folder(folder: "str | Path | Store") -> str:
+    """The normal-image folder (path or URL) a generated dataset was made from (recorded in its
+    dataset.json)."""
+    return json.loads(as_store(folder).read_bytes("dataset.json"))["input"]

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from synth.files import check_output_folder, write_atomic
+from synth.files import write_atomic
+from synth.storage import check_output_folder
 
 from .base import Detector, Prediction
 from .data import TestSet

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from synth.files import check_output_folder, write_atomic
+from synth.files import write_atomic
+from synth.storage import check_output_folder
 
 from .base import Detector, detector_class
 from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_scores, held_out_split

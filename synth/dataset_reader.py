@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from .manifest import Manifest
+from .storage import Store, as_store
 
 
 @dataclass
@@ -27,26 +28,27 @@ def _decode(data: bytes, grey: bool) -> np.ndarray:
     return array if grey else cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
-def _decode_file(path: Path, grey: bool) -> np.ndarray:
+def _decode_file(store: Store, relative: str, grey: bool) -> np.ndarray:
+    name = store.url(relative)
     try:
-        return _decode(path.read_bytes(), grey)
+        return _decode(store.read_bytes(relative), grey)
     except OSError as error:
-        raise ValueError(f"{path}: cannot read ({error.strerror or error})") from None
+        raise ValueError(f"{name}: cannot read ({error.strerror or error})") from None
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise ValueError(f"{name}: {error}") from None
 
 
-def dataset_format(root: str | Path) -> str:
-    root = Path(root)
-    if (root / "data").is_dir() and any((root / "data").glob("train-*.parquet")):
+def dataset_format(root: str | Path | Store) -> str:
+    store = as_store(root)
+    if store.glob("data", "train-*.parquet"):
         return "hf"
-    if (root / "manifest.jsonl").exists():
+    if store.exists("manifest.jsonl"):
         return "mvtec"
-    raise FileNotFoundError(f"{root} is not a dataset written by anomalyforge generate (no manifest.jsonl)")
+    raise FileNotFoundError(f"{store} is not a dataset written by anomalyforge generate (no manifest.jsonl)")
 
 
 def read_generated(
-    root: str | Path,
+    root: str | Path | Store,
     limit: int | None = None,
     errors: dict[int, str] | None = None,
     indices: Collection[int] | None = None,
@@ -55,8 +57,8 @@ def read_generated(
     when it is given; the others are not decoded). A sample whose files are missing or corrupt raises
     an error naming the file, or, when an ``errors`` dict is given, is recorded there (index ->
     message) and skipped."""
-    root = Path(root)
-    fmt = dataset_format(root)
+    store = as_store(root)
+    fmt = dataset_format(store)
     count = 0
     wanted = None if indices is None else set(indices)
 
@@ -66,13 +68,13 @@ def read_generated(
         errors[index] = message
 
     if fmt == "mvtec":
-        for index, record in sorted(Manifest(root).load().items()):
+        for index, record in sorted(Manifest(store).load().items()):
             if wanted is not None and index not in wanted:
                 continue
             try:
-                image = _decode_file(root / record["image"], grey=False)
+                image = _decode_file(store, record["image"], grey=False)
                 if record.get("mask"):
-                    mask = _decode_file(root / record["mask"], grey=True).astype(np.float32) / 255.0
+                    mask = _decode_file(store, record["mask"], grey=True).astype(np.float32) / 255.0
                 else:
                     mask = np.zeros(image.shape[:2], np.float32)
             except ValueError as error:
@@ -83,27 +85,34 @@ def read_generated(
             if limit is not None and count >= limit:
                 return
         return
-    import pyarrow.parquet as pq  # the hub-ready layout only
+    records = Manifest(store).load()
+    for shard, row in _hub_rows(store):
+        index = int(row["image"]["path"].split(".")[0])
+        if wanted is not None and index not in wanted:
+            continue
+        record = records.get(index) or {
+            "index": index, "seed": row["seed"], "source": row["source"], "generator": row["generator"],
+            "label": row["label"], "params": json.loads(row["params"]),
+        }
+        try:
+            image = _decode(row["image"]["bytes"], grey=False)
+            mask = _decode(row["mask"]["bytes"], grey=True).astype(np.float32) / 255.0
+        except ValueError as error:
+            failed(index, f"{shard} ({row['image']['path']}): {error}")
+            continue
+        yield GeneratedSample(image, mask, record)
+        count += 1
+        if limit is not None and count >= limit:
+            return
 
-    records = Manifest(root).load()
-    for shard in sorted((root / "data").glob("train-*.parquet")):
-        parquet = pq.ParquetFile(shard)
-        for group in range(parquet.num_row_groups):
-            for row in parquet.read_row_group(group).to_pylist():
-                index = int(row["image"]["path"].split(".")[0])
-                if wanted is not None and index not in wanted:
-                    continue
-                record = records.get(index) or {
-                    "index": index, "seed": row["seed"], "source": row["source"], "generator": row["generator"],
-                    "label": row["label"], "params": json.loads(row["params"]),
-                }
-                try:
-                    image = _decode(row["image"]["bytes"], grey=False)
-                    mask = _decode(row["mask"]["bytes"], grey=True).astype(np.float32) / 255.0
-                except ValueError as error:
-                    failed(index, f"{shard.name} ({row['image']['path']}): {error}")
-                    continue
-                yield GeneratedSample(image, mask, record)
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+
+def _hub_rows(store: Store) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(shard file name, row) of a hub folder's shards, one row group in memory at a time."""
+    import pyarrow.parquet as pq
+
+    for shard in store.glob("data", "train-*.parquet"):
+        with store.open(shard) as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.num_row_groups):
+                for row in parquet.read_row_group(group).to_pylist():
+                    yield shard.rsplit("/", 1)[-1], row

@@ -65,23 +65,14 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
-def check_output_folder(folder: str | Path, marker: str, what: str) -> bool:
-    """Refuse to write into a folder that holds something else: a non-empty folder without ``marker``
-    (the file our own output leaves there) is the user's. Returns whether ``marker`` is there (an
-    earlier output to resume or replace)."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"output {folder} is a file, not a folder; choose a new --out")
-    if (folder / marker).exists():
-        return True
-    if folder.exists() and any(folder.iterdir()):
-        raise FileExistsError(f"output folder {folder} is not empty and holds no {what}; choose a new --out")
-    return False
+def json_bytes(data: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """Indented, key-sorted JSON: the one layout of every JSON file written."""
+    return (json.dumps(data, indent=2, sort_keys=True, default=default) + "\n").encode()
 
 
 def write_json(path: Path, data: Any, default: Callable[[Any], Any] | None = None) -> None:
     """Write indented, key-sorted JSON atomically."""
-    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True, default=default) + "\n").encode())
+    write_atomic(path, json_bytes(data, default))
 
 
 def remove_temporaries(root: Path) -> None:

@@ -3,49 +3,54 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterable
 
-from .files import atomic_path
+from .storage import Store, as_store
 
 MANIFEST = "manifest.jsonl"
+
+
+def manifest_lines(records: Iterable[dict]) -> str:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
 
 
 class Manifest:
     """Append-only JSON-lines file; a line torn by an interrupted run is dropped when it is loaded."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.path = Path(root) / MANIFEST
+    def __init__(self, root: str | Path | Store) -> None:
+        self.store = as_store(root)
+        self.name = MANIFEST
+
+    @property
+    def path(self) -> Path:
+        """The local file (local datasets only)."""
+        return Path(self.store.path(self.name))
+
+    def exists(self) -> bool:
+        return self.store.exists(self.name)
 
     def load(self) -> dict[int, dict]:
         """Records by sample index (a repeated index keeps its last record)."""
         records: dict[int, dict] = {}
-        if not self.path.exists():
+        if not self.store.exists(self.name):
             return records
-        with open(self.path, "rb") as handle:
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    break  # torn last line
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                records[int(record["index"])] = record
+        for line in self.store.read_bytes(self.name).splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # torn last line
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            records[int(record["index"])] = record
         return records
 
     def rewrite(self, records: Iterable[dict]) -> None:
         """Replace the whole file atomically (used to drop lines without data after a crash)."""
-        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-            for record in sorted(records, key=lambda r: r["index"]):
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self.store.write_atomic(self.name, manifest_lines(sorted(records, key=lambda r: r["index"])).encode("utf-8"))
 
     def append(self, records: Iterable[dict]) -> None:
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        if not lines:
-            return
         # no fsync: a line lost to an OS crash only means its sample is made again on resume
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(lines)
+        lines = manifest_lines(records)
+        if lines:
+            self.store.append(self.name, lines)

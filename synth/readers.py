@@ -14,6 +14,8 @@ from typing import Callable, TypeVar
 import cv2
 import numpy as np
 
+from .storage import Store, is_url
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -25,10 +27,17 @@ class ImageReadError(ValueError):
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB."""
-    path = Path(path)
+    """Decode an image file (a local path or an fsspec URL) to HxWx3 uint8 RGB."""
+    if not is_url(path):
+        path = Path(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        if is_url(path):
+            import fsspec
+
+            with fsspec.open(path, "rb") as handle:
+                data = np.frombuffer(handle.read(), dtype=np.uint8)
+        else:
+            data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
         raise ImageReadError(f"{path}: cannot open file ({error.strerror or error})") from error
     if data.size == 0:
@@ -107,14 +116,19 @@ def to_rgb8(image: np.ndarray, bgr: bool = False) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(image)
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """All image files below ``folder``, sorted; clear errors for a missing or empty folder."""
-    folder = Path(folder)
-    if not folder.exists():
+def list_images(folder: str | Path) -> list[Path] | list[str]:
+    """All image files below ``folder``, sorted (paths; URLs for a folder given as an fsspec URL);
+    clear errors for a missing or empty folder."""
+    store = Store(folder)
+    if not store.exists():
         raise FileNotFoundError(f"input folder {folder} does not exist")
-    if not folder.is_dir():
+    if not store.is_dir():
         raise NotADirectoryError(f"input {folder} is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if store.local is not None:
+        folder = store.local
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        files = [store.url(f) for f in store.files() if Path(f).suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
         raise ValueError(f"input folder {folder} holds no images (looked for {suffixes})")
@@ -122,15 +136,20 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def is_mvtec_category(folder: str | Path) -> bool:
-    return (Path(folder) / "train" / "good").is_dir()
+    return Store(folder).is_dir("train/good")
 
 
-def normal_image_paths(folder: str | Path) -> list[Path]:
-    """Defect-free images of a data folder: ``train/good`` of an MVTec category, else every image."""
-    folder = Path(folder)
+def normal_images_folder(folder: str | Path) -> Path | str:
+    """Where a data folder's defect-free images are: ``train/good`` of an MVTec category, else the
+    folder itself (a URL stays a URL)."""
     if is_mvtec_category(folder):
-        return list_images(folder / "train" / "good")
-    return list_images(folder)
+        return Store(folder).url("train/good") if is_url(folder) else Path(folder) / "train" / "good"
+    return str(folder) if is_url(folder) else Path(folder)
+
+
+def normal_image_paths(folder: str | Path) -> list[Path] | list[str]:
+    """Defect-free images of a data folder: ``train/good`` of an MVTec category, else every image."""
+    return list_images(normal_images_folder(folder))
 
 
 @dataclass(frozen=True)
@@ -174,7 +193,7 @@ class ImageFiles:
     """
 
     def __init__(self, paths: list[str | Path], cache_size: int = 64) -> None:
-        self.paths = [Path(p) for p in paths]
+        self.paths = [p if is_url(p) else Path(p) for p in paths]
         self.cache_size = cache_size
         self._cache: dict[int, np.ndarray] = {}
 

@@ -55,6 +55,24 @@ def image():
     return textured(96, 128)
 
 
+@pytest.fixture
+def normals(tmp_path) -> list[Path]:
+    """Five textured normal images of different sizes, as files."""
+    return write_images(tmp_path / "normal", [textured(48 + 8 * k, 64, seed=k) for k in range(5)], "img_")
+
+
+def mix(paths):
+    """The default mix of generators, its sources read from ``paths``."""
+    from synth import ImageFiles, build_generator
+
+    return build_generator("mix", sources=ImageFiles(paths))
+
+
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` by relative path: equal dicts are byte-identical folders."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(autouse=True)
 def _isolated_hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))

@@ -1,27 +1,13 @@
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import textured, write_images
+from conftest import folder_bytes, mix, textured
 
 from curate import generate_dataset, sample_seed
 from curate.writers import mask_to_uint8
 from synth import CutPaste, ImageFiles, build_generator, read_generated, read_image
-
-
-@pytest.fixture
-def normals(tmp_path) -> list[Path]:
-    return write_images(tmp_path / "normal", [textured(48 + 8 * k, 64, seed=k) for k in range(5)], "img_")
-
-
-def mix(paths):
-    return build_generator("mix", sources=ImageFiles(paths))
-
-
-def folder_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("fmt", ["mvtec", "hf"])
@@ -218,3 +204,21 @@ def test_default_png_is_lossless_and_uses_the_up_filter():
             assert png_row_filters(data, 40) == {2}  # 2: "Up"
     with pytest.raises(ValueError, match="PNG compression must be an integer 0-9"):
         encode_png(image, compression=12)
+
+
+def _worker_threads(_):
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info()]
+
+
+def test_local_workers_run_blas_on_one_thread(normals):
+    """Worker processes share the cores: BLAS and OpenMP pools of one thread each, not one per core."""
+    import multiprocessing as mp
+
+    from curate.job import _Context, _init_pool_worker
+
+    context = _Context(normals, normals[0].parent, mix(normals), 0)
+    with mp.get_context("fork").Pool(1, initializer=_init_pool_worker, initargs=(context, False)) as pool:
+        threads = pool.map(_worker_threads, [0])[0]
+    assert threads and set(threads) == {1}

@@ -166,6 +166,24 @@ def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp
     assert list(summary["skipped_files"]) == [str(inbox / "broken.png")] and summary["threshold_source"] == "calibrated"
     assert cv2.imread(str(out / "masks" / "line2" / "b.png"), cv2.IMREAD_GRAYSCALE).shape == (72, 96)  # its own size
     assert cv2.imread(str(out / "overlays" / "line2" / "c.png")).shape[:2] == (80, 80)
+    # the same inbox read from an fsspec store, the outputs written to one
+    import fsspec
+
+    from synth.storage import Store
+
+    for path in sorted(inbox.rglob("*.png")):
+        fsspec.filesystem("memory").pipe_file(f"/{tmp_path.name}/inbox/{path.relative_to(inbox).as_posix()}", path.read_bytes())
+    url = f"memory://{tmp_path.name}/pred"
+    assert main(["predict", "--model", str(run), "--input", f"memory://{tmp_path.name}/inbox", "--out", url, "--masks",
+                 "--quiet"]) == 0
+    remote = Store(url)
+    remote_rows = list(csv.DictReader(remote.read_text("predictions.csv").splitlines()))
+    assert [r["score"] for r in remote_rows] == [r["score"] for r in rows]
+    assert remote_rows[0]["path"] == f"memory://{tmp_path.name}/inbox/a.png"
+    for name in ("masks/line2/b.png", "overlays/a.png", "overlays/line2/c.png"):
+        assert remote.read_bytes(name) == (out / name).read_bytes(), name
+    assert list(json.loads(remote.read_text("predictions.json"))["skipped_files"]) == [f"memory://{tmp_path.name}/inbox/broken.png"]
+    remote.remove_all()
     strict = tmp_path / "strict"
     assert main(["predict", "--model", str(run), "--input", str(inbox / "*.png"), "--out", str(strict), "--threshold", "1e9",
                  "--no-maps", "--quiet"]) == 0

@@ -268,6 +268,22 @@ def test_steps_read_what_their_fingerprints_cover():
     assert covered >= {"seed", "data", "fit_defects", "generate", "curate", "train", "evaluate", "publish"}
 
 
+def test_the_engine_and_the_worker_count_do_not_re_run_a_step():
+    from anomalyforge.pipeline import fingerprint
+    from anomalyforge.recipe import defaults
+
+    base = defaults()
+    moved = defaults()
+    moved["generate"].update(engine="ray", ray_address="ray://head:10001", workers=16)
+    moved["curate"].update(engine="ray", ray_address="auto")
+    changed = defaults()
+    changed["curate"]["top_fraction"] = 0.3
+    for step in STEPS:
+        assert fingerprint(step, moved, {}) == fingerprint(step, base, {}), step.name
+    curate_step = next(step for step in STEPS if step.name == "curate")
+    assert fingerprint(curate_step, changed, {}) != fingerprint(curate_step, base, {})
+
+
 def test_few_shot_recipe_learns_defects_leaves_the_shots_out_and_publishes(category, tmp_path, monkeypatch):
     import curate.publish
 
