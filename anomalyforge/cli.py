@@ -383,7 +383,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run {recipe['name']} finished in {time.perf_counter() - start:.0f} s{skipped}: {result.root}")
     if result.metrics:
         print(f"metrics: {result.metrics}")
-    print(f"report: {result.report}" if result.report else "report: none (the output is not a local folder)")
+    print(f"report: {result.report}")
     return 0
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from synth.base import AnomalyGenerator, ImageTooSmallError, check_image
-from synth.storage import Store, as_store, check_output_folder, is_url
+from synth.storage import Store, as_location, as_store, check_output_folder, is_url
 from synth.png import check_compression, encode_png
 from synth.readers import ImageReadError, read_image
 
@@ -234,9 +234,9 @@ def generate_dataset(
         raise ValueError("no input images")
     store = as_store(out)
     check_engine(engine, store)
-    paths = [p if is_url(p) else Path(p) for p in paths]
+    paths = [as_location(p) for p in paths]
     if input_root is not None:
-        root = str(input_root) if is_url(input_root) else Path(input_root)
+        root = as_location(input_root)
     else:
         root = str(paths[0]).rsplit("/", 1)[0] if is_url(paths[0]) else Path(paths[0]).parent
     run = {

@@ -96,7 +96,7 @@ def generation_chunks(todo: list[int], fmt: str, shard_size: int, cpus: int) -> 
 
 def check_shared(store: Store) -> None:
     """Ray workers are other processes (on other machines): they must reach the store."""
-    if store.fs is not None and "memory" in ((store.fs.protocol,) if isinstance(store.fs.protocol, str) else store.fs.protocol):
+    if "memory" in store.protocols:
         raise ValueError(f"{store}: a memory:// store lives in one process; Ray workers cannot reach it (use a "
                          "shared folder or an object store)")
 

@@ -14,7 +14,7 @@ from typing import Callable, TypeVar
 import cv2
 import numpy as np
 
-from .storage import Store, is_url
+from .storage import Store, as_location, is_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,8 +28,7 @@ class ImageReadError(ValueError):
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file (a local path or an fsspec URL) to HxWx3 uint8 RGB."""
-    if not is_url(path):
-        path = Path(path)
+    path = as_location(path)
     try:
         if is_url(path):
             import fsspec
@@ -144,7 +143,7 @@ def normal_images_folder(folder: str | Path) -> Path | str:
     folder itself (a URL stays a URL)."""
     if is_mvtec_category(folder):
         return Store(folder).url("train/good") if is_url(folder) else Path(folder) / "train" / "good"
-    return str(folder) if is_url(folder) else Path(folder)
+    return as_location(folder)
 
 
 def normal_image_paths(folder: str | Path) -> list[Path] | list[str]:
@@ -193,7 +192,7 @@ class ImageFiles:
     """
 
     def __init__(self, paths: list[str | Path], cache_size: int = 64) -> None:
-        self.paths = [p if is_url(p) else Path(p) for p in paths]
+        self.paths = [as_location(p) for p in paths]
         self.cache_size = cache_size
         self._cache: dict[int, np.ndarray] = {}
 

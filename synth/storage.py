@@ -29,6 +29,11 @@ def is_url(location: str | Path) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
+def as_location(location: str | Path) -> Path | str:
+    """A URL stays a string (``pathlib`` would fold its ``//``); anything else becomes a ``Path``."""
+    return str(location) if is_url(location) else Path(location)
+
+
 def local_path(location: str | Path) -> Path:
     """A local path given as a path or a ``file://`` URL."""
     text = str(location)
@@ -67,10 +72,14 @@ class Store:
         return self.local if self.local is not None else self.location
 
     @property
-    def atomic_put(self) -> bool:
+    def protocols(self) -> set[str]:
+        """The names of the store's fsspec protocol (``{"file"}`` for a local folder)."""
         protocol = self.fs.protocol if self.fs is not None else "file"
-        protocols = {protocol} if isinstance(protocol, str) else set(protocol)
-        return bool(protocols & ATOMIC_PUT)
+        return {protocol} if isinstance(protocol, str) else set(protocol)
+
+    @property
+    def atomic_put(self) -> bool:
+        return bool(self.protocols & ATOMIC_PUT)
 
     def path(self, relative: str = "") -> str:
         """The full path (local) or the filesystem path (URL) of ``relative``."""
@@ -83,9 +92,6 @@ class Store:
         if self.local is not None:
             return self.path(relative)
         return self.location.rstrip("/") + ("/" + relative if relative else "")
-
-    def child(self, relative: str) -> "Store":
-        return Store(self.url(relative))
 
     # reading
     def exists(self, relative: str = "") -> bool:
@@ -165,13 +171,21 @@ class Store:
         """Write a whole file so that no reader ever sees part of it."""
         if self.local is not None:
             write_atomic(self.path(relative), data)
-        elif self.atomic_put:
-            self.fs.pipe_file(self.path(relative), data)
         else:
-            target = self.path(relative)
-            tmp = posixpath.join(posixpath.dirname(target), f".tmp-{os.getpid()}-{posixpath.basename(target)}")
-            self.fs.pipe_file(tmp, data)
-            self.fs.mv(tmp, target)
+            self._put(relative, lambda key: self.fs.pipe_file(key, data))
+
+    def _put(self, relative: str, put: Callable[[str], None]) -> None:
+        """Write a remote file with ``put(key)``: straight to its key where one upload is atomic,
+        else to a temporary key in its (made) folder that is then moved into place."""
+        target = self.path(relative)
+        if self.atomic_put:
+            put(target)
+            return
+        folder = posixpath.dirname(target)
+        self.fs.makedirs(folder, exist_ok=True)  # a file system (unlike an object store) has folders to make
+        tmp = posixpath.join(folder, f".tmp-{os.getpid()}-{posixpath.basename(target)}")
+        put(tmp)
+        self.fs.mv(tmp, target)
 
     def write_json(self, relative: str, data: Any, default: Callable[[Any], Any] | None = None) -> None:
         self.write_atomic(relative, json_bytes(data, default))
@@ -193,13 +207,7 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(local, target)
             return
-        if self.atomic_put:
-            self.fs.put_file(str(local), self.path(relative))
-        else:
-            target = self.path(relative)
-            tmp = posixpath.join(posixpath.dirname(target), f".tmp-{os.getpid()}-{posixpath.basename(target)}")
-            self.fs.put_file(str(local), tmp)
-            self.fs.mv(tmp, target)
+        self._put(relative, lambda key: self.fs.put_file(str(local), key))
         os.unlink(local)
 
     @contextmanager

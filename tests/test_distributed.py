@@ -89,11 +89,14 @@ def test_scoring_on_ray_equals_scoring_locally(tmp_path, ray_cluster, fmt, monke
 
 
 @pytest.mark.parametrize("fmt", ["mvtec", "hf"])
-@pytest.mark.parametrize("scheme", ["memory", "file"])
+@pytest.mark.parametrize("scheme", ["memory", "file", "local"])
 def test_generation_to_an_fsspec_url_round_trips(tmp_path, normals, fmt, scheme):
+    """memory: an object store (one upload per file); file: a local folder; local: fsspec's own
+    local file system, which has no atomic upload (temporary key, then a move)."""
     local = tmp_path / "local"
     generate_dataset(normals, mix(normals), 9, local, seed=2, fmt=fmt, shard_size=4, progress=False)
-    url = f"memory://{tmp_path.name}/{fmt}" if scheme == "memory" else f"file://{tmp_path / 'url'}"
+    url = {"memory": f"memory://{tmp_path.name}/{fmt}", "file": f"file://{tmp_path / 'url'}",
+           "local": f"local://{tmp_path / 'fs'}"}[scheme]
     report = generate_dataset(normals, mix(normals), 9, url, seed=2, fmt=fmt, shard_size=4, progress=False)
     assert report.written == 9
     assert store_bytes(Store(url)) == folder_bytes(local)
