@@ -14,8 +14,10 @@ The anomaly map is a late fusion of the two, each standardised on held-out norma
 image score) is chosen without any real defect: on held-out normal images and synthetic anomalies
 made on them, leaving each generator out of the head's training in turn and scoring its anomalies
 (leave-one-generator-out), so that the head is rewarded only for what carries over to anomalies of a
-kind it has not seen. A small ``w`` wins ties, so a head that does not generalise falls back to the
-memory. The image score is the mean of the top 1 % of the smoothed map.
+kind it has not seen. Even so the validation over-rates the head (a left-out generator is still closer
+to the others than real defects are), so ``w`` is the knee of the validation curve: the smallest
+weight that reaches half of the best gain over the memory alone. A head that does not generalise
+falls back to the memory. The image score is the mean of the top 1 % of the smoothed map.
 
 Training normals are split in two folds, each with its own memory bank: a training sample's
 discrepancy is measured against the other fold's bank, so that it is never compared with its own
@@ -109,6 +111,8 @@ class HybridDetector(Detector):
         fusion_weights: the head weights to choose from; ``0`` is the memory alone.
         select: ``"leave-one-generator-out"`` (default; needs two generators) or ``"fixed"``
             (``fixed_weight`` for both the map and the image score).
+        gain_share: the chosen weight is the smallest one whose validation AUROC (mean over the
+            left-out generators) reaches this share of the best gain over the memory alone.
         hidden: width of the head.
         epochs, steps_per_epoch, lr: head training (each step: half normal, half anomalous images).
         top_k: share of the map's pixels whose mean is the image score.
@@ -132,6 +136,7 @@ class HybridDetector(Detector):
         fusion_weights: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
         select: str = "leave-one-generator-out",
         fixed_weight: float = 1.0,
+        gain_share: float = 0.5,
         hidden: int = 256,
         epochs: int = 10,
         steps_per_epoch: int = 30,
@@ -154,6 +159,8 @@ class HybridDetector(Detector):
             raise ValueError(f"fusion_weights must be non-negative numbers, got {fusion_weights}")
         if select not in ("leave-one-generator-out", "fixed"):
             raise ValueError(f"select must be 'leave-one-generator-out' or 'fixed', got {select!r}")
+        if not 0.0 < gain_share <= 1.0:
+            raise ValueError(f"gain_share must be in (0, 1], got {gain_share}")
         if not 0.0 < top_k <= 1.0:
             raise ValueError(f"top_k must be in (0, 1], got {top_k}")
         if batch_size < 2:
@@ -169,6 +176,7 @@ class HybridDetector(Detector):
         self.fusion_weights = [float(w) for w in fusion_weights]
         self.select = select
         self.fixed_weight = fixed_weight
+        self.gain_share = gain_share
         self.hidden = hidden
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
@@ -303,10 +311,15 @@ class HybridDetector(Detector):
             "fusion": selection, "loss_history": history,
         })
 
-    def _choose(self, values: np.ndarray, tolerance: float = 0.002) -> float:
-        """The smallest weight whose validation AUROC is within ``tolerance`` of the best."""
-        best = float(np.max(values))
-        return next(w for w, v in zip(self.fusion_weights, values) if v >= best - tolerance)
+    def _choose(self, values: np.ndarray) -> float:
+        """The smallest weight that reaches ``gain_share`` of the best validation gain over the memory
+        alone (the first weight, normally 0): the knee of the curve. The left-out generators still
+        resemble the ones the head was trained on more than real defects do, so the last gains are
+        the ones least likely to carry over (measured in docs/detectors.md)."""
+        order = np.argsort(self.fusion_weights, kind="stable")
+        weights, values = np.asarray(self.fusion_weights)[order], np.asarray(values, np.float64)[order]
+        target = values[0] + self.gain_share * (values.max() - values[0])
+        return float(weights[np.argmax(values >= target - 1e-9)])
 
     def _head_batch(self, data, kind: str, index) -> torch.Tensor:
         patches, residual, distance = data[kind]

@@ -1,0 +1,118 @@
+"""Fusion-weight ablation for the hybrid detector: how each head weight does on the real test split,
+and which weight each selection rule picks from the synthetic validation alone.
+
+    python benchmarks/fusion_weights.py                          # every shared category, 3 seeds
+    python benchmarks/fusion_weights.py --categories screw --seeds 0
+
+Each (category, seed) fits the default hybrid once, then scores the real test set with every weight
+in its grid (image and pixel AUROC). Nothing here feeds back into training: the real test images only
+show what a rule's choice costs. Rules: the default (knee of the mean validation curve at half of the
+best gain), the knee at 3/4, the best mean within 0.002, the best worst-generator within 0.002, and
+fixed weights. ``--json`` writes every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectors import HybridDetector  # noqa: E402
+from detectors.data import load_normals, load_test_set  # noqa: E402
+from detectors.features import to_batch  # noqa: E402
+from detectors.memory import nearest_maps  # noqa: E402
+from detectors.metrics import auroc  # noqa: E402
+from detectors.sizing import resize_to  # noqa: E402
+from synth.presets import guess_preset, preset_options  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CATEGORIES = "magnetic_tile,hazelnut_toy,screw,ball_screw"
+
+
+def within_best(curve: np.ndarray, weights: list[float], tolerance: float = 0.002) -> float:
+    return next(w for w, v in zip(weights, curve) if v >= curve.max() - tolerance)
+
+
+def rules(weights: list[float]) -> dict:
+    knee = {share: HybridDetector(fusion_weights=weights, gain_share=share) for share in (0.5, 0.75)}
+    return {
+        "knee 1/2 of mean (default)": lambda c: knee[0.5]._choose(c.mean(0)),
+        "knee 3/4 of mean": lambda c: knee[0.75]._choose(c.mean(0)),
+        "best mean - 0.002 (previous)": lambda c: within_best(c.mean(0), weights),
+        "best worst - 0.002": lambda c: within_best(c.min(0), weights),
+        "fixed 0 (memory alone)": lambda c: 0.0,
+        "fixed 0.5": lambda c: 0.5,
+    }
+
+
+@torch.no_grad()
+def sweep(category: Path, seed: int) -> dict:
+    detector = HybridDetector(seed=seed, synth_options=preset_options(guess_preset(category)))
+    normals = load_normals(category, detector.size_rule)
+    test = load_test_set(category, normals.shape)
+    detector.fit(normals.images, progress=False)
+    model = detector.model.eval()
+    memory, head = [], []
+    for start in range(0, len(test.images), detector.batch_size):
+        batch = [resize_to(np.asarray(image), detector.input_shape) for image in test.images[start : start + detector.batch_size]]
+        patches = model.features(to_batch(batch, detector.input_shape))
+        distance, residual = nearest_maps(patches, model.memory_bank)
+        z_memory, z_head = model.standardised(distance, model.head_logits(patches, residual, distance))
+        memory.append(z_memory)
+        head.append(z_head)
+    memory, head = torch.cat(memory), torch.cat(head)
+    masked = np.nonzero(test.has_mask)[0]
+    target = np.concatenate([test.masks[i].ravel() > 0 for i in masked])
+    result = {}
+    for w in detector.fusion_weights:
+        model.fusion_weights.fill_(w)
+        scores, maps = [], []
+        for start in range(0, len(memory), detector.batch_size):
+            fused = memory[start : start + detector.batch_size] + w * head[start : start + detector.batch_size]
+            s, m = detector._finish(fused, fused)
+            scores.append(s)
+            maps.append(m[:, 0])
+        scores, maps = torch.cat(scores).numpy(), torch.cat(maps).numpy()
+        pixels = np.concatenate([resize_to(maps[i], test.masks[i].shape).ravel() for i in masked])
+        result[w] = {"image": auroc(scores, test.labels), "pixel": auroc(pixels, target)}
+    return {"category": category.name, "seed": seed, "weights": detector.fusion_weights, "test": result, "fusion": detector.state["fusion"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--categories", default=CATEGORIES)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    runs = []
+    for name in args.categories.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            run = sweep(args.data / name, seed)
+            print(name, seed, {w: {k: round(v, 4) for k, v in r.items()} for w, r in run["test"].items()}, flush=True)
+            runs.append(run)
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+    print(f"\n{'rule':>30} {'category':>14} {'image AUROC':>12} {'pixel AUROC':>12}  weights (image; map) per seed")
+    for rule_name, rule in rules(runs[0]["weights"]).items():
+        for name in args.categories.split(","):
+            chosen = {"image": [], "pixel": []}
+            for run in (r for r in runs if r["category"] == name):
+                for metric, key in (("image", "image_auroc"), ("pixel", "pixel_auroc")):
+                    curves = np.array([g[key] for g in run["fusion"]["per_generator"].values()])
+                    w = rule(curves)
+                    chosen[metric].append((w, run["test"][w][metric]))
+            print(
+                f"{rule_name:>30} {name:>14} {np.mean([v for _, v in chosen['image']]):12.4f} {np.mean([v for _, v in chosen['pixel']]):12.4f}"
+                f"  {[w for w, _ in chosen['image']]}; {[w for w, _ in chosen['pixel']]}"
+            )
+
+
+if __name__ == "__main__":
+    main()
