@@ -51,12 +51,18 @@ def rules(weights: list[float]) -> dict:
     }
 
 
-@torch.no_grad()
 def sweep(category: Path, seed: int) -> dict:
     detector = HybridDetector(seed=seed, synth_options=preset_options(guess_preset(category)))
     normals = load_normals(category, detector.size_rule)
     test = load_test_set(category, normals.shape)
     detector.fit(normals.images, progress=False)
+    with torch.no_grad():
+        result = score_every_weight(detector, test)
+    return {"category": category.name, "seed": seed, "weights": detector.fusion_weights, "test": result, "fusion": detector.state["fusion"]}
+
+
+def score_every_weight(detector: HybridDetector, test) -> dict:
+    """Image and pixel AUROC on the test split for every weight of the detector's grid."""
     model = detector.model.eval()
     memory, head = [], []
     for start in range(0, len(test.images), detector.batch_size):
@@ -81,7 +87,7 @@ def sweep(category: Path, seed: int) -> dict:
         scores, maps = torch.cat(scores).numpy(), torch.cat(maps).numpy()
         pixels = np.concatenate([resize_to(maps[i], test.masks[i].shape).ravel() for i in masked])
         result[w] = {"image": auroc(scores, test.labels), "pixel": auroc(pixels, target)}
-    return {"category": category.name, "seed": seed, "weights": detector.fusion_weights, "test": result, "fusion": detector.state["fusion"]}
+    return result
 
 
 def main() -> None:
