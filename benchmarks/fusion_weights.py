@@ -23,9 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors import HybridDetector  # noqa: E402
+from detectors import HybridDetector, Prediction  # noqa: E402
 from detectors.data import load_normals, load_test_set  # noqa: E402
+from detectors.evaluation import maps_at  # noqa: E402
 from detectors.features import to_batch  # noqa: E402
+from detectors.hybrid import knee_weight  # noqa: E402
 from detectors.memory import nearest_maps  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
 from detectors.sizing import resize_to  # noqa: E402
@@ -40,10 +42,9 @@ def within_best(curve: np.ndarray, weights: list[float], tolerance: float = 0.00
 
 
 def rules(weights: list[float]) -> dict:
-    knee = {share: HybridDetector(fusion_weights=weights, gain_share=share) for share in (0.5, 0.75)}
     return {
-        "knee 1/2 of mean (default)": lambda c: knee[0.5]._choose(c.mean(0)),
-        "knee 3/4 of mean": lambda c: knee[0.75]._choose(c.mean(0)),
+        "knee 1/2 of mean (default)": lambda c: knee_weight(weights, c.mean(0), 0.5),
+        "knee 3/4 of mean": lambda c: knee_weight(weights, c.mean(0), 0.75),
         "best mean - 0.002 (previous)": lambda c: within_best(c.mean(0), weights),
         "best worst - 0.002": lambda c: within_best(c.min(0), weights),
         "fixed 0 (memory alone)": lambda c: 0.0,
@@ -84,8 +85,8 @@ def score_every_weight(detector: HybridDetector, test) -> dict:
             s, m = detector._finish(fused, fused)
             scores.append(s)
             maps.append(m[:, 0])
-        scores, maps = torch.cat(scores).numpy(), torch.cat(maps).numpy()
-        pixels = np.concatenate([resize_to(maps[i], test.masks[i].shape).ravel() for i in masked])
+        prediction = maps_at(Prediction(torch.cat(scores).numpy(), torch.cat(maps).numpy()), test.masks[0].shape)
+        scores, pixels = prediction.scores, np.concatenate([prediction.maps[i].ravel() for i in masked])
         result[w] = {"image": auroc(scores, test.labels), "pixel": auroc(pixels, target)}
     return result
 

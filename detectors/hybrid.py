@@ -59,6 +59,17 @@ def segmentation_head(channels: int, hidden: int) -> nn.Sequential:
     )
 
 
+def knee_weight(weights: Sequence[float], values: Sequence[float], gain_share: float) -> float:
+    """The smallest weight whose validation AUROC reaches ``gain_share`` of the best gain over the
+    smallest weight's (normally 0, the memory alone): the knee of the curve. The left-out generators
+    still resemble the ones the head was trained on more than real defects do, so the last gains are
+    the ones least likely to carry over (measured in docs/detectors.md)."""
+    order = np.argsort(weights, kind="stable")
+    weights, values = np.asarray(weights, np.float64)[order], np.asarray(values, np.float64)[order]
+    target = values[0] + gain_share * (values.max() - values[0])
+    return float(weights[np.argmax(values >= target - 1e-9)])
+
+
 class _HybridModel(nn.Module):
     def __init__(self, features: PatchFeatures, hidden: int, bank_size: int):
         super().__init__()
@@ -312,14 +323,7 @@ class HybridDetector(Detector):
         })
 
     def _choose(self, values: np.ndarray) -> float:
-        """The smallest weight that reaches ``gain_share`` of the best validation gain over the memory
-        alone (the first weight, normally 0): the knee of the curve. The left-out generators still
-        resemble the ones the head was trained on more than real defects do, so the last gains are
-        the ones least likely to carry over (measured in docs/detectors.md)."""
-        order = np.argsort(self.fusion_weights, kind="stable")
-        weights, values = np.asarray(self.fusion_weights)[order], np.asarray(values, np.float64)[order]
-        target = values[0] + self.gain_share * (values.max() - values[0])
-        return float(weights[np.argmax(values >= target - 1e-9)])
+        return knee_weight(self.fusion_weights, values, self.gain_share)
 
     def _head_batch(self, data, kind: str, index) -> torch.Tensor:
         patches, residual, distance = data[kind]
