@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .job import _Context
 
 ENGINES = ("local", "ray")
+CANCEL_WAIT_S = 60.0  # how long an interrupted run waits for its cancelled tasks to stop
 INSTALL_HINT = 'the Ray engine needs Ray: pip install "anomalyforge[ray]" (or pip install "ray>=2.9")'
 
 
@@ -66,7 +67,8 @@ def ray_session(address: str | None, workers: int) -> Iterator[Any]:
 
 def ordered(ray: Any, tasks: Sequence[Callable[[], Any]], in_flight: int) -> Iterator[Any]:
     """Results of the submitted tasks in submission order, with at most ``in_flight`` running (the
-    driver's memory stays bounded); pending tasks are cancelled when the caller stops early."""
+    driver's memory stays bounded). When the caller stops early the pending tasks are cancelled and
+    waited for: none is still writing when the caller goes on (a resumed run clears what they left)."""
     pending: deque = deque()
     queue = iter(tasks)
     try:
@@ -79,6 +81,8 @@ def ordered(ray: Any, tasks: Sequence[Callable[[], Any]], in_flight: int) -> Ite
     finally:
         for ref in pending:
             ray.cancel(ref)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
 
 
 def generation_chunks(todo: list[int], fmt: str, shard_size: int, cpus: int) -> list[list[int]]:

@@ -59,6 +59,36 @@ def test_an_interrupted_ray_run_resumes_on_either_engine(tmp_path, normals, ray_
         assert folder_bytes(out) == folder_bytes(reference)
 
 
+def test_stopping_early_waits_for_the_cancelled_tasks(tmp_path, ray_cluster):
+    """An interrupted run returns only when its cancelled tasks have stopped, so the resumed run that
+    follows clears what they left and no task writes behind it."""
+    import time
+
+    from curate.ray_engine import ordered
+
+    @ray_cluster.remote
+    def task(index, folder):
+        if index == 0:
+            return index
+        (folder / f"started-{index}").touch()
+        try:
+            for _ in range(600):
+                time.sleep(0.1)  # a cancelled task is interrupted between two Python steps
+        finally:
+            time.sleep(0.5)  # the cleanup a cancelled task still does
+            (folder / f"stopped-{index}").touch()
+        return index
+
+    submits = [lambda k=k: task.remote(k, tmp_path) for k in range(3)]
+    results = ordered(ray_cluster, submits, in_flight=2)
+    assert next(results) == 0
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started-1").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    results.close()
+    assert (tmp_path / "stopped-1").exists()
+
+
 def small_scorer() -> EAPScorer:
     return EAPScorer(image_size=64, n_normal_patches=512, n_subsets=10, batch_size=4)
 
