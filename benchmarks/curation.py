@@ -14,7 +14,8 @@ Per category:
    the rest, against each part and each noise source, the mean EAP per part, and the scoring throughput.
 2. Downstream, for each seed: a generated set is scored, split at its median EAP, and the feature-space
    detector (trained on synthetic anomalies alone, so it depends most on their quality) is trained on
-   the top half, on the bottom half, and (a control of the same size) on a random half; no real defect
+   the top half, on the top half of each generator (the generated mix kept), on the bottom half, and
+   (a control of the same size) on a random half; no real defect
    is used in training. Prints real-defect image / pixel AUROC, pixel AP and AU-PRO on the category's
    test split for each, and their mean over the seeds.
 """
@@ -147,12 +148,28 @@ def separation(scores: np.ndarray, parts: np.ndarray, generators: np.ndarray) ->
     return out
 
 
-def downstream(normals, test, scores, anomalies, options: dict, seed: int) -> dict:
+def top_per_generator(scores: np.ndarray, generators: np.ndarray, size: int) -> np.ndarray:
+    """The best ``size`` samples by EAP, each generator keeping its own top share (the mix of the
+    generated set stays as it was; what ``select`` does with a quota of that share per generator)."""
+    names = sorted(set(generators))
+    shares = np.array([size * np.sum(generators == name) / len(scores) for name in names])
+    keep = np.floor(shares).astype(int)
+    keep[np.argsort(-(shares - keep), kind="stable")[: size - keep.sum()]] += 1  # largest remainders
+    chosen = []
+    for name, k in zip(names, keep):
+        members = np.flatnonzero(generators == name)
+        chosen += list(members[np.argsort(-scores[members], kind="stable")[:k]])
+    return np.sort(np.array(chosen))
+
+
+def downstream(normals, test, scores, anomalies, generators: np.ndarray, options: dict, seed: int) -> dict:
     order = np.argsort(-scores, kind="stable")
     half = len(order) // 2
     random_half = np.sort(np.random.default_rng(seed).permutation(len(order))[:half])
+    halves = (("top half", order[:half]), ("top per generator", top_per_generator(scores, generators, half)),
+              ("bottom half", order[-half:]), ("random half", random_half))
     results = {}
-    for name, chosen in (("top half", order[:half]), ("bottom half", order[-half:]), ("random half", random_half)):
+    for name, chosen in halves:
         detector = FeatureDiscriminator(synth="none", image_size=min(test.images[0].shape[:2]), seed=seed, **options)
         start = time.perf_counter()
         detector.fit(normals, [anomalies[i] for i in chosen], progress=False)
@@ -162,8 +179,10 @@ def downstream(normals, test, scores, anomalies, options: dict, seed: int) -> di
             "mean_eap": float(np.mean(scores[chosen])), "image_auroc": metrics["image_auroc"],
             "pixel_auroc": metrics["pixel_auroc"], "pixel_ap": metrics["pixel_ap"], "au_pro": metrics["au_pro"],
             "train_s": round(train_s, 1),
+            "generators": {g: int(np.sum(generators[chosen] == g)) for g in sorted(set(generators))},
         }
-        print(f"  seed {seed} {name:>11}: mean EAP {results[name]['mean_eap']:.3f}  image AUROC {metrics['image_auroc']:.3f}"
+        mix = ", ".join(f"{g} {k}" for g, k in results[name]["generators"].items())
+        print(f"  seed {seed} {name:>17}: {mix}; mean EAP {results[name]['mean_eap']:.3f}  image AUROC {metrics['image_auroc']:.3f}"
               f"  pixel AUROC {metrics['pixel_auroc']:.3f}  pixel AP {metrics['pixel_ap']:.3f}"
               f"  AU-PRO {metrics['au_pro']:.3f}  (train {train_s:.0f} s)", flush=True)
     return results
@@ -207,16 +226,18 @@ def benchmark(category: Path, args) -> dict:
         runs = []
         for seed in args.downstream_seeds:
             rng = np.random.default_rng([args.seed, seed, 1])
-            anomalies = []
+            anomalies, names = [], []
             while len(anomalies) < args.downstream_n:
                 sample = generator(normals[int(rng.integers(len(normals)))], rng)
                 if sample.mask.max() > 0:
                     anomalies.append(Anomaly(sample.image, sample.mask))
+                    names.append(sample.generator)
             generated_scores = scorer.score([a.image for a in anomalies], [a.mask for a in anomalies])
-            runs.append(downstream(normals, test, generated_scores, anomalies, parse_options(args.detector), seed))
+            runs.append(downstream(normals, test, generated_scores, anomalies, np.array(names),
+                                   parse_options(args.detector), seed))
         result["downstream"] = {"seeds": list(args.downstream_seeds), "runs": runs, "mean": mean_over_seeds(runs)}
         for name, row in result["downstream"]["mean"].items():
-            print(f"  mean of {len(runs)} seeds, {name:>11}: image AUROC {row['image_auroc']:.3f}  pixel AUROC {row['pixel_auroc']:.3f}"
+            print(f"  mean of {len(runs)} seeds, {name:>17}: image AUROC {row['image_auroc']:.3f}  pixel AUROC {row['pixel_auroc']:.3f}"
                   f"  pixel AP {row['pixel_ap']:.3f}  AU-PRO {row['au_pro']:.3f}", flush=True)
     return result
 
