@@ -283,7 +283,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     from curate.curation import curate_dataset
 
     selection = {
-        "top_fraction": args.top, "threshold": args.threshold, "quotas": args.quota, "min_pixels": args.min_pixels,
+        "top_fraction": args.top, "per_generator": args.per_generator, "threshold": args.threshold, "quotas": args.quota, "min_pixels": args.min_pixels,
         "max_area": args.max_area, "duplicate_similarity": None if args.keep_duplicates else args.duplicate_similarity,
     }
     result = curate_dataset(
@@ -503,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scorer_arguments(cur, "scorer options when scoring")
     cur.add_argument("--out", required=True, help="folder (or fsspec URL) for the curated dataset")
     cur.add_argument("--top", type=_probability, default=None, help="keep this fraction of all samples, best first")
+    cur.add_argument("--per-generator", action="store_true",
+                     help="--top applies to each generator's samples: the curated set keeps the generated mix")
     cur.add_argument("--threshold", type=float, default=None, help="keep samples with EAP at least this")
     cur.add_argument("--quota", type=_weights, default=None,
                      help="per-generator caps: counts or fractions, e.g. cutpaste=100,draem=0.5")

@@ -64,6 +64,7 @@ SCHEMA: dict[str, Any] = {
     "curate": {
         "enabled": (bool, True),
         "top_fraction": (Optional[float], 0.5),  # a recipe keeps the better half unless told otherwise
+        "per_generator": (bool, SELECTION_DEFAULTS["per_generator"]),
         "threshold": (Optional[float], SELECTION_DEFAULTS["threshold"]),
         "quotas": (Optional[dict[str, float]], SELECTION_DEFAULTS["quotas"]),
         "min_pixels": (int, SELECTION_DEFAULTS["min_pixels"]),

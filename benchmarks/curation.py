@@ -150,9 +150,9 @@ def separation(scores: np.ndarray, parts: np.ndarray, generators: np.ndarray) ->
 
 def top_per_generator(scores: np.ndarray, generators: np.ndarray, size: int) -> np.ndarray:
     """The best ``size`` samples by EAP, each generator keeping its own top share (the mix of the
-    generated set stays as it was). ``select`` with that share as every generator's quota keeps about
-    the same set, but rounds each quota down; here the remainders go to the largest fractions so the
-    set has exactly ``size`` samples, the size of the other halves."""
+    generated set stays as it was): what ``select(top_fraction=0.5, per_generator=True)`` keeps, except
+    that ``select`` rounds each generator's share up; here the remainders go to the largest fractions so
+    the set has exactly ``size`` samples, the size of the other halves."""
     names = sorted(set(generators))
     shares = np.array([size * np.sum(generators == name) / len(scores) for name in names])
     keep = np.floor(shares).astype(int)

@@ -4,6 +4,7 @@ per-generator quotas and near-duplicate removal. Every dropped sample gets a rea
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -65,6 +66,21 @@ def resolve_quota(quota: float, total: int) -> int:
     return int(quota) if quota >= 1 else int(np.floor(quota * total))
 
 
+def cap_per_generator(alive: list[Candidate], limits: Mapping[str, int], dropped: dict[int, str], reason: str) -> list[Candidate]:
+    """Keep at most ``limits[g]`` of generator ``g``'s samples, best first (``alive`` is sorted by EAP);
+    generators without a limit keep all. ``reason`` is formatted with ``name`` and ``limit``."""
+    taken: Counter[str] = Counter()
+    kept = []
+    for c in alive:
+        limit = limits.get(c.generator)
+        if limit is not None and taken[c.generator] >= limit:
+            dropped[c.index] = reason.format(name=c.generator, limit=limit)
+            continue
+        taken[c.generator] += 1
+        kept.append(c)
+    return kept
+
+
 def select(
     candidates: list[Candidate],
     top_fraction: float | None = None,
@@ -75,9 +91,12 @@ def select(
     max_area: float = 0.9,
     duplicate_similarity: float | None = 0.98,
     duplicate_overlap: float = 0.5,
+    per_generator: bool = False,
 ) -> Selection:
     """Keep the best samples by EAP. Order: mask rules, unscored, threshold, near-duplicates (the higher
-    EAP stays), per-generator quotas, then the top fraction of all candidates."""
+    EAP stays), per-generator quotas, then the top fraction of all candidates, or with ``per_generator``
+    of each generator's own candidates: the generated mix is kept, so a generator whose anomalies score
+    higher on the whole cannot crowd out the others."""
     if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
         raise ValueError(f"top fraction must be in (0, 1], got {top_fraction}")
     quotas = dict(quotas or {})
@@ -108,21 +127,14 @@ def select(
             else:
                 dropped[c.index] = f"near duplicate: of sample {twin.index}"
         alive = unique
+    totals = Counter(c.generator for c in candidates)
     if quotas:
-        totals: dict[str, int] = {}
-        for c in candidates:
-            totals[c.generator] = totals.get(c.generator, 0) + 1
-        taken: dict[str, int] = {}
-        kept = []
-        for c in alive:
-            limit = resolve_quota(quotas[c.generator], totals[c.generator]) if c.generator in quotas else None
-            if limit is not None and taken.get(c.generator, 0) >= limit:
-                dropped[c.index] = f"over quota: {c.generator} keeps {limit}"
-                continue
-            taken[c.generator] = taken.get(c.generator, 0) + 1
-            kept.append(c)
-        alive = kept
-    if top_fraction is not None:
+        limits = {name: resolve_quota(quota, totals[name]) for name, quota in quotas.items()}
+        alive = cap_per_generator(alive, limits, dropped, "over quota: {name} keeps {limit}")
+    if top_fraction is not None and per_generator:
+        limits = {name: int(np.ceil(top_fraction * total)) for name, total in totals.items()}
+        alive = cap_per_generator(alive, limits, dropped, f"not in top fraction of {{name}}: {top_fraction}")
+    elif top_fraction is not None:
         budget = int(np.ceil(top_fraction * len(candidates)))
         for c in alive[budget:]:
             dropped[c.index] = f"not in top fraction: {top_fraction}"
@@ -131,5 +143,6 @@ def select(
 
 
 # The options a user sets (command line, recipe); their defaults are select's own, read from its signature.
-SELECTION_OPTIONS = ("top_fraction", "threshold", "quotas", "min_pixels", "max_area", "duplicate_similarity")
+SELECTION_OPTIONS = ("top_fraction", "per_generator", "threshold", "quotas", "min_pixels", "max_area",
+                     "duplicate_similarity")
 SELECTION_DEFAULTS = {name: inspect.signature(select).parameters[name].default for name in SELECTION_OPTIONS}

@@ -1,6 +1,7 @@
 """EAP scoring of images, selection rules, scoring / curating written datasets, reports, publishing."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,21 @@ def test_selection_rules_and_reasons():
         select(candidates, top_fraction=0.0)
 
 
+def test_a_per_generator_top_fraction_keeps_the_generated_mix():
+    # cutpaste scores higher on the whole: the global top half is all cutpaste, the per-generator one
+    # keeps each generator's own best half
+    candidates = [candidate(k, "cutpaste", eap=0.9 - 0.01 * k) for k in range(6)]
+    candidates += [candidate(6 + k, "draem", eap=0.5 - 0.01 * k) for k in range(4)]
+    kept = lambda per_generator: select(candidates, top_fraction=0.5, per_generator=per_generator,
+                                        duplicate_similarity=None).kept
+    assert kept(False) == [0, 1, 2, 3, 4]
+    result = select(candidates, top_fraction=0.5, per_generator=True, duplicate_similarity=None)
+    assert result.kept == [0, 1, 2, 6, 7]
+    assert result.dropped[8] == "not in top fraction of draem: 0.5"
+    # an odd count rounds up, as the global top fraction does
+    assert select(candidates[:5], top_fraction=0.5, per_generator=True, duplicate_similarity=None).kept == [0, 1, 2]
+
+
 @pytest.fixture
 def normal_folder(tmp_path) -> list[Path]:
     return write_images(tmp_path / "normal", [smooth(k) for k in range(10)], "n")
@@ -267,6 +283,12 @@ def test_score_and_curate_commands(tmp_path, normal_folder, capsys):
     assert "kept" in out and (tmp_path / "cur" / "data").is_dir()
     generators = [s.record["generator"] for s in read_generated(tmp_path / "cur")]
     assert generators.count("cutpaste") <= 1
+    assert main(["curate", str(dataset), "--out", str(tmp_path / "mix"), "--top", "0.5", "--per-generator",
+                 "--keep-duplicates", "--format", "hf", "--quiet"]) == 0
+    capsys.readouterr()
+    made = Counter(s.record["generator"] for s in read_generated(dataset))
+    kept = Counter(s.record["generator"] for s in read_generated(tmp_path / "mix"))
+    assert len(made) > 1 and kept == {name: -(-n // 2) for name, n in made.items()}  # each generator's better half
     assert main(["score", str(dataset), "--quiet", "--set", "colour=1"]) == 2
     assert "--set colour: unknown EAP scorer option" in capsys.readouterr().err
     assert main(["curate", str(dataset), "--out", str(dataset / "test"), "--quiet"]) == 2
