@@ -283,8 +283,9 @@ def cmd_curate(args: argparse.Namespace) -> int:
     from curate.curation import curate_dataset
 
     selection = {
-        "top_fraction": args.top, "per_generator": args.per_generator, "threshold": args.threshold, "quotas": args.quota, "min_pixels": args.min_pixels,
-        "max_area": args.max_area, "duplicate_similarity": None if args.keep_duplicates else args.duplicate_similarity,
+        "top_fraction": args.top, "per_generator": args.per_generator, "threshold": args.threshold,
+        "quotas": args.quota, "min_pixels": args.min_pixels, "max_area": args.max_area,
+        "duplicate_similarity": None if args.keep_duplicates else args.duplicate_similarity,
     }
     result = curate_dataset(
         args.dataset, args.out, selection, fmt=args.format, scorer=_scorer(args), normals=args.normals,

@@ -144,9 +144,7 @@ def test_a_per_generator_top_fraction_keeps_the_generated_mix():
     # keeps each generator's own best half
     candidates = [candidate(k, "cutpaste", eap=0.9 - 0.01 * k) for k in range(6)]
     candidates += [candidate(6 + k, "draem", eap=0.5 - 0.01 * k) for k in range(4)]
-    kept = lambda per_generator: select(candidates, top_fraction=0.5, per_generator=per_generator,
-                                        duplicate_similarity=None).kept
-    assert kept(False) == [0, 1, 2, 3, 4]
+    assert select(candidates, top_fraction=0.5, duplicate_similarity=None).kept == [0, 1, 2, 3, 4]
     result = select(candidates, top_fraction=0.5, per_generator=True, duplicate_similarity=None)
     assert result.kept == [0, 1, 2, 6, 7]
     assert result.dropped[8] == "not in top fraction of draem: 0.5"
