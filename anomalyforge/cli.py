@@ -282,6 +282,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_curate(args: argparse.Namespace) -> int:
     from curate.curation import curate_dataset
 
+    if args.per_generator and args.top is None:  # checked before the scoring, which can take minutes
+        raise ValueError("--per-generator applies --top to each generator's samples: give --top too")
     selection = {
         "top_fraction": args.top, "per_generator": args.per_generator, "threshold": args.threshold,
         "quotas": args.quota, "min_pixels": args.min_pixels, "max_area": args.max_area,

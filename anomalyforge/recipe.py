@@ -466,6 +466,8 @@ def _validate_curate(check: _Checker, recipe: dict[str, Any]) -> None:
     cur = recipe["curate"]
     if cur["top_fraction"] is not None and not 0.0 < cur["top_fraction"] <= 1.0:
         raise check.fail("curate.top_fraction", f"must be in (0, 1], got {cur['top_fraction']}")
+    if cur["per_generator"] and cur["top_fraction"] is None:
+        raise check.fail("curate.per_generator", "applies top_fraction to each generator: set curate.top_fraction too")
     if cur["max_area"] <= 0 or cur["max_area"] > 1:
         raise check.fail("curate.max_area", f"must be in (0, 1], got {cur['max_area']}")
     if cur["quotas"]:

@@ -99,6 +99,8 @@ def select(
     higher on the whole cannot crowd out the others."""
     if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
         raise ValueError(f"top fraction must be in (0, 1], got {top_fraction}")
+    if per_generator and top_fraction is None:
+        raise ValueError("per_generator applies the top fraction to each generator: give top_fraction too")
     quotas = dict(quotas or {})
     for name, quota in quotas.items():
         if quota < 0:

@@ -150,6 +150,8 @@ def test_a_per_generator_top_fraction_keeps_the_generated_mix():
     assert result.dropped[8] == "not in top fraction of draem: 0.5"
     # an odd count rounds up, as the global top fraction does
     assert select(candidates[:5], top_fraction=0.5, per_generator=True, duplicate_similarity=None).kept == [0, 1, 2]
+    with pytest.raises(ValueError, match="give top_fraction"):  # not silently ignored
+        select(candidates, per_generator=True)
 
 
 @pytest.fixture
@@ -287,6 +289,8 @@ def test_score_and_curate_commands(tmp_path, normal_folder, capsys):
     made = Counter(s.record["generator"] for s in read_generated(dataset))
     kept = Counter(s.record["generator"] for s in read_generated(tmp_path / "mix"))
     assert len(made) > 1 and kept == {name: -(-n // 2) for name, n in made.items()}  # each generator's better half
+    assert main(["curate", str(dataset), "--out", str(tmp_path / "no-top"), "--per-generator", "--quiet"]) == 2
+    assert "give --top too" in capsys.readouterr().err and not (tmp_path / "no-top").exists()
     assert main(["score", str(dataset), "--quiet", "--set", "colour=1"]) == 2
     assert "--set colour: unknown EAP scorer option" in capsys.readouterr().err
     assert main(["curate", str(dataset), "--out", str(dataset / "test"), "--quiet"]) == 2

@@ -76,13 +76,15 @@ def recipe_file(tmp_path, category):
     ("generate.generators.diffusion.weight=1", "generate.generators.diffusion.model: the diffusion generator needs"),
     ("curate.scorer.n_subsets=many", "curate.scorer.n_subsets: expected an integer"),
     ("curate.top_fraction=2", "curate.top_fraction: must be in (0, 1]"),
+    (("curate.top_fraction=null", "curate.per_generator=true"), "curate.per_generator: applies top_fraction"),
     ("fit_defects.enabled=yes please", "fit_defects.enabled: expected true or false"),
     ("publish.repo=not a repo", "publish.repo: a dataset repo id looks like user/name"),
     ("data=3", "data: expected a section"),
 ])
 def test_a_bad_recipe_is_one_clear_error_naming_the_key_and_nothing_is_written(recipe_file, tmp_path, capsys, override, message):
     out = tmp_path / "run"
-    assert main(["run", str(recipe_file), "--out", str(out), "--set", override]) == 2
+    overrides = [override] if isinstance(override, str) else list(override)
+    assert main(["run", str(recipe_file), "--out", str(out), "--set", *overrides]) == 2
     error = capsys.readouterr().err
     assert message in error
     assert str(recipe_file) in error
