@@ -279,20 +279,26 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+# selection options as curate's command line spells them
+CURATE_FLAGS = {"top_fraction": "--top", "per_generator": "--per-generator", "quotas": "--quota", "max_area": "--max-area"}
+
+
 def cmd_curate(args: argparse.Namespace) -> int:
     from curate.curation import curate_dataset
+    from curate.selection import SelectionOptionError
 
-    if args.per_generator and args.top is None:  # checked before the scoring, which can take minutes
-        raise ValueError("--per-generator applies --top to each generator's samples: give --top too")
     selection = {
         "top_fraction": args.top, "per_generator": args.per_generator, "threshold": args.threshold,
         "quotas": args.quota, "min_pixels": args.min_pixels, "max_area": args.max_area,
         "duplicate_similarity": None if args.keep_duplicates else args.duplicate_similarity,
     }
-    result = curate_dataset(
-        args.dataset, args.out, selection, fmt=args.format, scorer=_scorer(args), normals=args.normals,
-        rescore=args.rescore, progress=not args.quiet, engine=args.engine, workers=args.workers, ray_address=args.ray_address,
-    )
+    try:
+        result = curate_dataset(
+            args.dataset, args.out, selection, fmt=args.format, scorer=_scorer(args), normals=args.normals,
+            rescore=args.rescore, progress=not args.quiet, engine=args.engine, workers=args.workers, ray_address=args.ray_address,
+        )
+    except SelectionOptionError as error:  # in the command line's words
+        raise ValueError(f"{CURATE_FLAGS[error.option]}: {error.explain(CURATE_FLAGS.get)}") from None
     kept, dropped = len(result.selection.kept), len(result.selection.dropped)
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.selection.reasons().items()))
     print(f"kept {kept} of {kept + dropped} samples in {result.out}" + (f" (dropped: {reasons})" if reasons else ""))

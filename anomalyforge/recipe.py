@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 import yaml
 
 from curate.ray_engine import ENGINES
-from curate.selection import SELECTION_DEFAULTS
+from curate.selection import SELECTION_DEFAULTS, SELECTION_OPTIONS, SelectionOptionError, check_selection
 from curate.writers import FORMATS
 from detectors.registry import DETECTORS
 from synth.png import check_compression
@@ -464,12 +464,10 @@ def _validate_curate(check: _Checker, recipe: dict[str, Any]) -> None:
     from curate.scorer import EAPScorer
 
     cur = recipe["curate"]
-    if cur["top_fraction"] is not None and not 0.0 < cur["top_fraction"] <= 1.0:
-        raise check.fail("curate.top_fraction", f"must be in (0, 1], got {cur['top_fraction']}")
-    if cur["per_generator"] and cur["top_fraction"] is None:
-        raise check.fail("curate.per_generator", "applies top_fraction to each generator: set curate.top_fraction too")
-    if cur["max_area"] <= 0 or cur["max_area"] > 1:
-        raise check.fail("curate.max_area", f"must be in (0, 1], got {cur['max_area']}")
+    try:
+        check_selection(**{name: cur[name] for name in SELECTION_OPTIONS})
+    except SelectionOptionError as error:
+        raise check.fail(f"curate.{error.option}", error.explain(lambda name: f"curate.{name}")) from None
     if cur["quotas"]:
         check.keys("curate.quotas", cur["quotas"], recipe["generate"]["generators"])
     cur["scorer"] = check.section("curate.scorer", cur["scorer"], EAPScorer.param_hints())

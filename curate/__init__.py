@@ -14,7 +14,8 @@ _EXPORTS = {
     "write_report": ".report",
     "EAPScorer": ".scorer",
     "ScoredDataset": ".scoring", "load_scores": ".scoring", "score_dataset": ".scoring",
-    "Candidate": ".selection", "Selection": ".selection", "select": ".selection",
+    "Candidate": ".selection", "Selection": ".selection", "SelectionOptionError": ".selection",
+    "check_selection": ".selection", "select": ".selection",
     "FORMATS": ".writers", "HubFolderWriter": ".writers", "MVTecWriter": ".writers", "make_writer": ".writers",
 }
 __all__ = sorted(_EXPORTS)

@@ -18,7 +18,7 @@ from .job import RUN_INFO, read_run_info
 from .report import write_report
 from .scorer import EAPScorer
 from .scoring import ScoredDataset, eap_summary, load_scores, score_dataset, store_scores
-from .selection import Selection, select
+from .selection import Selection, check_selection, select
 from .writers import EncodedSample, make_writer, mask_to_uint8
 
 SELECTION_FILE = "selection.json"
@@ -57,6 +57,8 @@ def curate_dataset(
     """Keep the samples of ``dataset`` that pass :func:`~curate.selection.select` (options in
     ``selection``) and write them, re-indexed, to ``out`` (format ``fmt``, default: the input's).
     Either may be an fsspec URL; scoring, when needed, runs on ``engine`` (see :func:`score_dataset`)."""
+    options = dict(selection or {})
+    check_selection(**options)  # before any scoring, which can take minutes
     source, target = as_store(dataset), as_store(out)
     fmt = fmt or dataset_format(source)
     same = (target.local.resolve() == source.local.resolve()) if target.local and source.local else target.url() == source.url()
@@ -69,7 +71,6 @@ def curate_dataset(
     if scored is None:
         scored = score_dataset(source.location, scorer, normals, progress, engine=engine, workers=workers,
                                ray_address=ray_address)
-    options = dict(selection or {})
     chosen = select(scored.candidates, **options)
     by_index = {c.index: c for c in scored.candidates}
     new_index = {old: new for new, old in enumerate(chosen.kept)}

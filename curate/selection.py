@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -81,6 +81,39 @@ def cap_per_generator(alive: list[Candidate], limits: Mapping[str, int], dropped
     return kept
 
 
+class SelectionOptionError(ValueError):
+    """A selection option out of range, or one that needs another (``needs``); ``option`` names it so
+    that each caller can say it in its own words (a recipe key, a command-line flag)."""
+
+    def __init__(self, option: str, problem: str, needs: str | None = None) -> None:
+        self.option, self.problem, self.needs = option, problem, needs
+        super().__init__(f"{option}: {self.explain()}")
+
+    def explain(self, name: Callable[[str], str] = str) -> str:
+        """The problem, with the missing option named by ``name``."""
+        return self.problem if self.needs is None else f"{self.problem}: give {name(self.needs)} too"
+
+
+def check_selection(
+    top_fraction: float | None = None,
+    per_generator: bool = False,
+    quotas: Mapping[str, float] | None = None,
+    max_area: float = 0.9,
+    **_other: Any,
+) -> None:
+    """The rules on the selection options, in one place: :func:`select`, the recipe check and
+    curation (before it scores) call it. Raises :class:`SelectionOptionError`."""
+    if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
+        raise SelectionOptionError("top_fraction", f"must be in (0, 1], got {top_fraction}")
+    if per_generator and top_fraction is None:
+        raise SelectionOptionError("per_generator", "applies the top fraction to each generator's samples", needs="top_fraction")
+    if not 0.0 < max_area <= 1.0:
+        raise SelectionOptionError("max_area", f"must be in (0, 1], got {max_area}")
+    for name, quota in (quotas or {}).items():
+        if quota < 0:
+            raise SelectionOptionError("quotas", f"quota of {name!r} must not be negative, got {quota}")
+
+
 def select(
     candidates: list[Candidate],
     top_fraction: float | None = None,
@@ -97,14 +130,8 @@ def select(
     EAP stays), per-generator quotas, then the top fraction of all candidates, or with ``per_generator``
     of each generator's own candidates: the generated mix is kept, so a generator whose anomalies score
     higher on the whole cannot crowd out the others."""
-    if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
-        raise ValueError(f"top fraction must be in (0, 1], got {top_fraction}")
-    if per_generator and top_fraction is None:
-        raise ValueError("per_generator applies the top fraction to each generator: give top_fraction too")
+    check_selection(top_fraction, per_generator, quotas, max_area)
     quotas = dict(quotas or {})
-    for name, quota in quotas.items():
-        if quota < 0:
-            raise ValueError(f"quota of {name!r} must not be negative, got {quota}")
     dropped: dict[int, str] = {}
     alive = []
     for c in candidates:

@@ -135,8 +135,12 @@ def test_selection_rules_and_reasons():
     top = select(candidates, top_fraction=0.3, duplicate_similarity=None)
     assert top.kept == [0, 1, 2, 8]  # ceil(0.3 * 11) best of the usable ones
     assert top.reasons()["not in top fraction"] == 2
-    with pytest.raises(ValueError, match="top fraction"):
+    with pytest.raises(ValueError, match=r"top_fraction: must be in \(0, 1\]"):
         select(candidates, top_fraction=0.0)
+    with pytest.raises(ValueError, match="max_area: must be in"):
+        select(candidates, max_area=0.0)
+    with pytest.raises(ValueError, match="quota of 'draem' must not be negative"):
+        select(candidates, quotas={"draem": -1})
 
 
 def test_a_per_generator_top_fraction_keeps_the_generated_mix():
