@@ -138,10 +138,12 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
     parts.append(_table(rows, header))
     per = m.get("image_auroc_per_defect") or {}
     if per:
-        ref_per = (ref or {}).get("image_auroc_per_defect") or {}
-        rows = [[html.escape(d), _number(v)] + ([_number(ref_per.get(d))] if ref else []) for d, v in sorted(per.items())]
-        parts += ["<h3>Image AUROC per defect type (against the good images)</h3>",
-                  _table(rows, ["defect type", metrics["detector"]] + (["reference"] if ref else []))]
+        tables = [m] + ([ref] if ref else [])
+        keys = ("image_auroc_per_defect", "pixel_auroc_per_defect")
+        rows = [[html.escape(d)] + [_number((t.get(key) or {}).get(d)) for key in keys for t in tables] for d in sorted(per)]
+        names = [metrics["detector"]] + (["reference"] if ref else [])
+        header = ["defect type"] + [f"{name} {what}" for what in ("image AUROC", "pixel AUROC") for name in names]
+        parts += ["<h3>AUROC per defect type (that type and the good images)</h3>", _table(rows, header)]
     return parts
 
 

@@ -107,7 +107,9 @@ def main() -> None:
         fit_s = time.perf_counter() - start
         metrics = metrics_for(detector.predict(test.images), test)
         per_defect = {k: round(v, 4) for k, v in metrics.pop("image_auroc_per_defect").items()}
-        result[name] = {**{k: round(v, 4) for k, v in metrics.items()}, "per_defect": per_defect, "train_s": round(fit_s, 1),
+        pixel_per_defect = {k: round(v, 4) for k, v in metrics.pop("pixel_auroc_per_defect").items()}
+        result[name] = {**{k: round(v, 4) for k, v in metrics.items()}, "per_defect": per_defect,
+                        "pixel_per_defect": pixel_per_defect, "train_s": round(fit_s, 1),
                         "n_anomalies": detector.state.get("n_anomalies")}
         print(
             f"{name:>20}: image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}"

@@ -14,7 +14,7 @@ from synth.storage import check_output_folder
 
 from .base import Detector, Prediction
 from .data import TestSet
-from .metrics import detection_metrics
+from .metrics import auroc, detection_metrics
 
 
 def maps_at(prediction: Prediction, shape: tuple[int, int]) -> Prediction:
@@ -57,13 +57,21 @@ def metrics_for(prediction: Prediction, test: TestSet) -> dict[str, Any]:
     else:
         result.update(dict.fromkeys(PIXEL_METRICS))
     result["n_defects_with_mask"] = int(test.labels[masked].sum())
-    per_defect = {}
+    per_defect, pixel_per_defect = {}, {}
     defects = np.array(test.defects)
     for defect in sorted(set(test.defects) - {"good"}):
         keep = (defects == "good") | (defects == defect)
         if (defects == "good").any():
             per_defect[defect] = detection_metrics(prediction.scores[keep], test.labels[keep])["image_auroc"]
+        # that type's masked images and the good ones: which kinds of defect the maps miss
+        with_mask = keep & test.has_mask
+        if test.labels[with_mask].any() and not test.labels[with_mask].all():
+            pixel_per_defect[defect] = auroc(
+                np.concatenate([prediction.maps[i].ravel() for i in np.nonzero(with_mask)[0]]),
+                np.concatenate([(test.masks[i] > 0).ravel() for i in np.nonzero(with_mask)[0]]),
+            )
     result["image_auroc_per_defect"] = per_defect
+    result["pixel_auroc_per_defect"] = pixel_per_defect
     return result
 
 

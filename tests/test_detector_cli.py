@@ -54,7 +54,8 @@ def test_train_then_evaluate(category, tmp_path, capsys):
     assert out.startswith("hybrid: image AUROC") and "knn reference: image AUROC" in out
     report = json.loads((run / "eval" / "metrics.json").read_text())
     assert report["n_test"] == 8 and report["n_anomalous"] == 4
-    assert set(report["metrics"]) >= {"image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "image_auroc_per_defect"}
+    assert set(report["metrics"]) >= {"image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "image_auroc_per_defect",
+                                        "pixel_auroc_per_defect"}
     assert report["reference"]["detector"] == "knn"
     assert (run / "eval" / "overlays.png").is_file() and len(list((run / "eval" / "overlays").glob("*.png"))) == 4
     rows = report["images"]

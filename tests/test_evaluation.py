@@ -55,6 +55,19 @@ def test_pixel_metrics_only_where_masks_exist():
     assert none["pixel_auroc"] is None and none["image_auroc"] == 1.0
 
 
+def test_pixel_auroc_per_defect_type_tells_which_kind_the_maps_miss():
+    labels = [0, 0, 1, 1, 1, 1]
+    test = _test_set(labels)
+    test.defects = ["good", "good", "dent", "dent", "crack", "crack"]
+    maps = np.zeros((6, 16, 16), np.float32)
+    maps[:, 0:2, 0:2] = 0.5  # a bright corner on every image
+    maps[2:4, 4:8, 4:8] = 1.0  # the dents are found; the cracks' maps are flat
+    metrics = metrics_for(Prediction(np.arange(6.0), maps), test)
+    assert metrics["pixel_auroc_per_defect"]["dent"] == 1.0
+    assert metrics["pixel_auroc_per_defect"]["crack"] < 0.6
+    assert set(metrics["pixel_auroc_per_defect"]) == {"dent", "crack"}
+
+
 def test_a_split_without_defects_says_what_is_missing():
     with pytest.raises(ValueError, match="only good images .* defect images as well"):
         check_test_set(_test_set([0, 0, 0]))
