@@ -59,7 +59,8 @@ def run(category: Path, kind: str, seed: int, options: dict, preset: str) -> dic
     return {
         "category": category.name, "detector": kind, "seed": seed, "n_train": len(normals.images), "n_test": len(test.images),
         "input_shape": list(detector.input_shape), **{k: round(v, 4) for k, v in metrics.items()},
-        "image_auroc_per_defect": per_defect, "pixel_auroc_per_defect": pixel_per_defect, "train_s": round(train_s, 1), "infer_ms_batched": round(batched_ms, 1),
+        "image_auroc_per_defect": per_defect, "pixel_auroc_per_defect": pixel_per_defect,
+        "train_s": round(train_s, 1), "infer_ms_batched": round(batched_ms, 1),
         "infer_ms_single": round(float(np.median(singles)), 1), "threads": torch.get_num_threads(),
         "fusion": detector.state.get("fusion"), "config": detector.get_config(),
     }

@@ -14,7 +14,7 @@ from synth.storage import check_output_folder
 
 from .base import Detector, Prediction
 from .data import TestSet
-from .metrics import auroc, detection_metrics
+from .metrics import auroc, detection_metrics, pixels
 
 
 def maps_at(prediction: Prediction, shape: tuple[int, int]) -> Prediction:
@@ -64,12 +64,9 @@ def metrics_for(prediction: Prediction, test: TestSet) -> dict[str, Any]:
         if (defects == "good").any():
             per_defect[defect] = detection_metrics(prediction.scores[keep], test.labels[keep])["image_auroc"]
         # that type's masked images and the good ones: which kinds of defect the maps miss
-        with_mask = keep & test.has_mask
+        with_mask = np.nonzero(keep & test.has_mask)[0]
         if test.labels[with_mask].any() and not test.labels[with_mask].all():
-            pixel_per_defect[defect] = auroc(
-                np.concatenate([prediction.maps[i].ravel() for i in np.nonzero(with_mask)[0]]),
-                np.concatenate([(test.masks[i] > 0).ravel() for i in np.nonzero(with_mask)[0]]),
-            )
+            pixel_per_defect[defect] = auroc(*pixels([prediction.maps[i] for i in with_mask], [test.masks[i] for i in with_mask]))
     result["image_auroc_per_defect"] = per_defect
     result["pixel_auroc_per_defect"] = pixel_per_defect
     return result

@@ -88,6 +88,13 @@ def au_pro(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], max_fpr: flo
     return float(np.trapezoid(y, x) / max_fpr)
 
 
+def pixels(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel of ``maps`` (float32) and whether ``masks`` label it a defect, as two flat arrays."""
+    flat_maps = np.concatenate([np.asarray(m, np.float32).ravel() for m in maps])
+    flat_masks = np.concatenate([(np.asarray(m) > 0).ravel() for m in masks])
+    return flat_maps, flat_masks
+
+
 def detection_metrics(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -101,8 +108,7 @@ def detection_metrics(
         "image_f1_max": f1_max(scores, labels),
     }
     if maps is not None and masks is not None:
-        flat_maps = np.concatenate([np.asarray(m, np.float32).ravel() for m in maps])
-        flat_masks = np.concatenate([(np.asarray(m) > 0).ravel() for m in masks])
+        flat_maps, flat_masks = pixels(maps, masks)
         result["pixel_auroc"] = auroc(flat_maps, flat_masks)
         result["pixel_ap"] = average_precision(flat_maps, flat_masks)
         result["au_pro"] = au_pro(maps, masks)
