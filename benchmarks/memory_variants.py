@@ -33,7 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors import Prediction  # noqa: E402
 from detectors.data import load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.features import PatchFeatures, gaussian_blur, patch_maps  # noqa: E402
+from detectors.features import PatchFeatures, gaussian_blur, patch_maps, top_mean  # noqa: E402
 from detectors.memory import nearest  # noqa: E402
 from detectors.sizing import SizeRule, resize_mask_to  # noqa: E402
 
@@ -77,10 +76,8 @@ def variant_maps(train: torch.Tensor, test: torch.Tensor, seed: int) -> dict[str
 
 def prediction(patch_map: torch.Tensor, shape: tuple[int, int], sigma: float = 4.0, top: float = 0.01) -> Prediction:
     up = torch.nn.functional.interpolate(patch_map[:, None], size=shape, mode="bilinear", align_corners=False)
-    maps = gaussian_blur(up.contiguous(), sigma)[:, 0].numpy()
-    flat = maps.reshape(len(maps), -1)
-    k = max(1, int(top * flat.shape[1]))
-    return Prediction(np.partition(flat, -k, axis=1)[:, -k:].mean(1), maps)
+    maps = gaussian_blur(up.contiguous(), sigma)
+    return Prediction(top_mean(maps, top).numpy(), maps[:, 0].numpy())
 
 
 def run(category: Path, backbone: str, seed: int) -> dict:

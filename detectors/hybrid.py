@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
 from .feature_discriminator import downsample_mask
-from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch
+from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch, top_mean
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .metrics import auroc
@@ -386,10 +386,7 @@ class HybridDetector(Detector):
         return out
 
     def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:
-        height, width = (int(n) for n in maps.shape[-2:])  # plain numbers, also when traced for export
-        flat = maps.reshape(-1, height * width)
-        k = max(1, int(round(self.top_k * height * width)))
-        return flat.topk(k, dim=1).values.mean(1)
+        return top_mean(maps, self.top_k)
 
     @torch.no_grad()
     def _scores_of(self, data, kind: str, index: np.ndarray) -> np.ndarray:
