@@ -3,6 +3,7 @@
 
     python benchmarks/detection.py                      # every category in ../shared/data, 3 seeds
     python benchmarks/detection.py ../shared/data/screw --detectors knn,hybrid,feature --seeds 0
+    python benchmarks/detection.py ../shared/data/screw --detectors knn --size 512 --tile-size 256
 
 Each detector is trained the way ``anomalyforge train`` trains it (its defaults, the size rule, the
 category's preset) and scored on the category's real test split. Prints one table: per category and
@@ -28,7 +29,7 @@ from anomalyforge.cli import parse_options  # noqa: E402
 from detectors import detector_class  # noqa: E402
 from detectors.data import load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.sizing import SizeRule  # noqa: E402
+from detectors.sizing import SizeRule, Tiling  # noqa: E402
 from synth.presets import guess_preset, preset_options  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="seeds for the trained detectors (the kNN reference runs seed 0)")
     parser.add_argument("--size", type=int, default=256, help="short side of the input (the size rule)")
     parser.add_argument("--aspect", default="auto", choices=["auto", "square"])
+    parser.add_argument("--tile-size", type=int, help="every detector's backbone runs in windows of this side (default: whole)")
+    parser.add_argument("--tile-overlap", type=int, default=128, help="pixels shared by neighbouring windows")
     parser.add_argument("--preset", default="auto", choices=["auto", "object", "texture"],
                         help="synthetic anomalies for objects or textures; auto: object when the border is uniform")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="trained detectors' options, e.g. epochs=5")
@@ -104,7 +107,8 @@ def main() -> None:
     missing = [str(c) for c in categories if not (c / "test").is_dir()]
     if missing:
         parser.error(f"not MVTec-layout categories (no test/ folder): {', '.join(missing)}")
-    SizeRule(args.size, args.aspect)  # a bad size fails here, before any training
+    SizeRule(args.size, args.aspect)  # a bad size or tiling fails here, before any training
+    Tiling(args.tile_size, args.tile_overlap)
 
     results = []
     for category in categories:
@@ -113,6 +117,8 @@ def main() -> None:
             seeds = [0] if kind == "knn" else [int(s) for s in args.seeds.split(",")]
             for seed in seeds:
                 options = {"image_size": args.size, "aspect": args.aspect}
+                if args.tile_size:  # the patch-feature detectors (knn, hybrid, feature) tile
+                    options.update(tile_size=args.tile_size, tile_overlap=args.tile_overlap)
                 if kind != "knn":
                     options.update(parse_options(args.set))
                 result = run(category, kind, seed, options, preset)

@@ -51,7 +51,7 @@ class _Graph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
         features: PatchFeatures = model.features
-        patches = features.aggregate(features.backbone(images.permute(0, 3, 1, 2).float()))
+        patches = features(images.permute(0, 3, 1, 2).float())  # tiled as in predict when the detector tiles
         distance, nearest_rows = _nearest(patches, model.memory_bank)
         if self.detector.kind == "knn":
             scores, maps = self.detector._finish(distance)

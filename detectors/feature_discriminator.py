@@ -18,7 +18,7 @@ from .base import Anomaly, Detector
 from .features import PatchFeatures, gaussian_blur, to_batch
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
-from .sizing import Aspect
+from .sizing import Aspect, Tiling
 from .synthetic import make_generator, synthesise
 from .training import rank_steps, train_loop
 
@@ -128,6 +128,8 @@ class FeatureDiscriminator(Detector):
         upscale, hidden, cls_channels: grid upscaling relative to the stride-8 level and head widths.
             SuperSimpleNet uses 2, 1024 and 128; the defaults are sized for a 2-core CPU (about 12x
             cheaper per step), the paper's values suit a GPU.
+        tile_size, tile_overlap: inputs larger than ``tile_size`` go through the backbone in windows that
+            overlap by ``tile_overlap`` pixels (see :class:`~detectors.sizing.Tiling`); ``None``: whole.
     """
 
     kind = "feature"
@@ -153,6 +155,8 @@ class FeatureDiscriminator(Detector):
         image_size: int = 256,
         aspect: Aspect = "auto",
         max_side: int = 1024,
+        tile_size: int | None = None,
+        tile_overlap: int = 128,
         batch_size: int = 16,
         seed: int = 0,
         device: str | None = None,
@@ -160,6 +164,9 @@ class FeatureDiscriminator(Detector):
         pretrained: bool = True,
     ):
         super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
+        Tiling(tile_size, tile_overlap)  # checks the tiling options now rather than at fit time
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
         self.backbone = backbone
         self.stages = list(stages)
         self.synth = synth
@@ -180,7 +187,9 @@ class FeatureDiscriminator(Detector):
         self.pretrained = pretrained
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(self.backbone, self.stages, upscale=self.upscale, pretrained=self.pretrained)
+        features = PatchFeatures(
+            self.backbone, self.stages, upscale=self.upscale, pretrained=self.pretrained, tile_size=self.tile_size, tile_overlap=self.tile_overlap
+        )
         bank = self.state.get("memory_bank_size", 1) if self.normal_distance else 0
         return _DiscriminatorModel(features, self.hidden, self.cls_channels, stop_grad=False, bank_size=bank)
 

@@ -41,7 +41,7 @@ from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch, top_me
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .metrics import auroc
-from .sizing import Aspect
+from .sizing import Aspect, Tiling
 from .synthetic import make_generator, synthesise
 from .training import rank_steps, train_loop
 
@@ -129,6 +129,8 @@ class HybridDetector(Detector):
         top_k: share of the map's pixels whose mean is the image score.
         sigma: Gaussian smoothing of the upsampled map, in pixels.
         image_size, aspect, max_side: the size rule (see :class:`~detectors.sizing.SizeRule`).
+        tile_size, tile_overlap: inputs larger than ``tile_size`` go through the backbone in windows that
+            overlap by ``tile_overlap`` pixels (see :class:`~detectors.sizing.Tiling`); ``None``: whole.
     """
 
     kind = "hybrid"
@@ -157,6 +159,8 @@ class HybridDetector(Detector):
         image_size: int = 256,
         aspect: Aspect = "auto",
         max_side: int = 1024,
+        tile_size: int | None = None,
+        tile_overlap: int = 128,
         batch_size: int = 16,
         seed: int = 0,
         device: str | None = None,
@@ -164,6 +168,9 @@ class HybridDetector(Detector):
         pretrained: bool = True,
     ):
         super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
+        Tiling(tile_size, tile_overlap)  # checks the tiling options now rather than at fit time
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
         if not 0.0 < holdout < 1.0:
             raise ValueError(f"holdout must be in (0, 1), got {holdout}")
         if not fusion_weights or min(fusion_weights) < 0:
@@ -198,7 +205,9 @@ class HybridDetector(Detector):
         self.pretrained = pretrained
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(self.backbone, self.stages, upscale=1, pretrained=self.pretrained)
+        features = PatchFeatures(
+            self.backbone, self.stages, upscale=1, pretrained=self.pretrained, tile_size=self.tile_size, tile_overlap=self.tile_overlap
+        )
         return _HybridModel(features, self.hidden, self.state.get("bank_size", 1))
 
     # -- training ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
 from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch
 from .memory import coreset_bank, nearest
-from .sizing import Aspect
+from .sizing import Aspect, Tiling
 
 
 class _KNNModel(nn.Module):
@@ -35,6 +35,8 @@ class PatchKNN(Detector):
         k: neighbours averaged for the patch score (PatchCore uses 1).
         sigma: Gaussian smoothing of the upsampled anomaly map, in pixels.
         image_size, aspect, max_side: the size rule (see :class:`~detectors.sizing.SizeRule`).
+        tile_size, tile_overlap: inputs larger than ``tile_size`` go through the backbone in windows that
+            overlap by ``tile_overlap`` pixels (see :class:`~detectors.sizing.Tiling`); ``None``: whole.
     """
 
     kind = "knn"
@@ -51,12 +53,17 @@ class PatchKNN(Detector):
         image_size: int = 256,
         aspect: Aspect = "auto",
         max_side: int = 1024,
+        tile_size: int | None = None,
+        tile_overlap: int = 128,
         batch_size: int = 16,
         seed: int = 0,
         device: str | None = None,
         pretrained: bool = True,
     ):
         super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
+        Tiling(tile_size, tile_overlap)  # checks the tiling options now rather than at fit time
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
         self.backbone = backbone
         self.stages = list(stages)
         self.coreset_ratio = coreset_ratio
@@ -67,7 +74,9 @@ class PatchKNN(Detector):
         self.pretrained = pretrained
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(self.backbone, self.stages, upscale=1, pretrained=self.pretrained)
+        features = PatchFeatures(
+            self.backbone, self.stages, upscale=1, pretrained=self.pretrained, tile_size=self.tile_size, tile_overlap=self.tile_overlap
+        )
         return _KNNModel(features, features.channels, self.state.get("bank_size", 1))
 
     def _patches(self, images: list[np.ndarray], device: torch.device) -> torch.Tensor:

@@ -71,8 +71,12 @@ def train_run(
         info["fusion"] = detector.state.get("fusion")
     info["calibration"] = detector.calibration
     if reference and detector.kind != "knn":
+        # the reference sees the same features as the detector: its backbone, stages and tiling where it has them
+        features = {name: getattr(detector, name) for name in ("backbone", "stages", "tile_size", "tile_overlap", "pretrained")
+                    if hasattr(detector, name)}
         knn = detector_class("knn")(
-            image_size=detector.image_size, aspect=detector.aspect, max_side=detector.max_side, seed=detector.seed, device=detector.device
+            image_size=detector.image_size, aspect=detector.aspect, max_side=detector.max_side, seed=detector.seed, device=detector.device,
+            **features,
         )
         if progress:
             from tqdm.auto import tqdm

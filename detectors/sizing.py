@@ -77,6 +77,46 @@ class SizeRule:
         return self._round(height), self._round(width)
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """Overlapping windows the backbone runs on, for inputs too large to go through it whole.
+
+    ``size``: the window side in pixels (``None``: no tiling); ``overlap``: pixels shared by two
+    neighbouring windows, so that no window edge (where the network sees zero padding) is the only
+    view of a pixel. Both are multiples of the stride, so every window's feature maps line up with
+    the whole input's grid.
+    """
+
+    size: int | None = None
+    overlap: int = 128
+    stride: int = STRIDE
+
+    def __post_init__(self):
+        if self.size is None:
+            return
+        if self.size < 2 * self.stride or self.size % self.stride:
+            raise ValueError(f"tile_size must be a multiple of {self.stride} and at least {2 * self.stride}, got {self.size}")
+        if self.overlap < 0 or self.overlap % self.stride or self.overlap >= self.size:
+            raise ValueError(
+                f"tile_overlap must be a multiple of {self.stride} in [0, tile_size), got {self.overlap} (tile_size {self.size})")
+
+    def starts(self, length: int) -> list[int]:
+        """Window starts along an axis of ``length`` pixels (a multiple of the stride): evenly
+        spread, the first at 0 and the last ending at ``length``, at most ``size - overlap`` apart."""
+        if self.size is None or length <= self.size:
+            return [0]
+        count = -(-(length - self.size) // (self.size - self.overlap)) + 1
+        span = (length - self.size) // self.stride
+        return [int(round(i * span / (count - 1))) * self.stride for i in range(count)]
+
+    def windows(self, shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        """(top, left, height, width) of each window over an input of ``shape``; one window (the
+        whole input) when it fits."""
+        height, width = shape
+        h, w = min(height, self.size or height), min(width, self.size or width)
+        return [(top, left, h, w) for top in self.starts(height) for left in self.starts(width)]
+
+
 def image_shapes(paths: Sequence[str | Path]) -> list[tuple[int, int]]:
     """(height, width) of image files, read from their headers where possible (no full decode)."""
     from PIL import Image

@@ -138,14 +138,18 @@ def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp
     from detectors.sizing import resize_to
 
     run = tmp_path / "run"
+    # tiled: the backbone runs in 32 px windows overlapping by 16 (3 x 3 over a 64 px input), the reference too
     assert main(["train", "--data", str(category), "--synth", "draem,cutpaste", "--out", str(run), "--quiet",
-                 "--target-fpr", "0.05", *TINY]) == 0
+                 "--target-fpr", "0.05", *TINY, "tile_size=32", "tile_overlap=16", "stages=[2,4]"]) == 0
     assert "threshold" in capsys.readouterr().out
     calibration = json.loads((run / "train.json").read_text())["calibration"]
     assert calibration["target_fpr"] == 0.05 and calibration["n_normal"] >= 2 and calibration["n_synthetic_anomalies"] > 0
     assert calibration["normal_score_quantiles"]["0.5"] <= calibration["threshold"]
     reference = load_detector(run / "reference")
     assert reference.calibration is None  # the reference is for comparison only
+    # the reference sees the detector's features: the same stages and tiling
+    assert (reference.stages, reference.tile_size, reference.tile_overlap) == ([2, 4], 32, 16)
+    assert (load_detector(run).stages, load_detector(run).tile_size) == ([2, 4], 32)
 
     # predict: a folder with mixed sizes, a corrupt file and a sub-folder
     inbox = tmp_path / "inbox"
@@ -191,7 +195,7 @@ def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp
     rows = list(csv.DictReader((strict / "predictions.csv").open()))
     assert len(rows) == 1 and rows[0]["anomalous"] == "false" and not (strict / "overlays").exists()
 
-    # ONNX: the same scores and maps as the PyTorch detectors, on images of several original sizes
+    # ONNX: the same scores and maps as the PyTorch detectors (tiling included), on images of several original sizes
     images = [smooth(400, 64), cv2.resize(smooth(401, 64), (90, 50)), with_defect(smooth(402, 64), 3)[0], smooth(403, 100)]
     for model_dir in (run, run / "reference"):
         detector = load_detector(model_dir)
