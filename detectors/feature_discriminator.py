@@ -15,7 +15,7 @@ from synth.perlin import perlin_noise
 
 from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
-from .features import PatchFeatures, gaussian_blur, to_batch
+from .features import PatchFeatures, feature_options, gaussian_blur, to_batch
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .sizing import Aspect, Tiling
@@ -187,9 +187,7 @@ class FeatureDiscriminator(Detector):
         self.pretrained = pretrained
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(
-            self.backbone, self.stages, upscale=self.upscale, pretrained=self.pretrained, tile_size=self.tile_size, tile_overlap=self.tile_overlap
-        )
+        features = PatchFeatures(upscale=self.upscale, **feature_options(self))
         bank = self.state.get("memory_bank_size", 1) if self.normal_distance else 0
         return _DiscriminatorModel(features, self.hidden, self.cls_channels, stop_grad=False, bank_size=bank)
 

@@ -24,6 +24,16 @@ def to_batch(images: Sequence[np.ndarray], shape: tuple[int, int]) -> torch.Tens
     return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
 
 
+FEATURE_OPTIONS = ("backbone", "stages", "pretrained", "tile_size", "tile_overlap")
+
+
+def feature_options(detector: object) -> dict:
+    """The options of ``detector`` that choose its patch features (backbone, stages, weights and
+    tiling, those it has): what the patch detectors build their :class:`PatchFeatures` from, and
+    what the kNN reference fitted beside a detector takes so that both see the same features."""
+    return {name: getattr(detector, name) for name in FEATURE_OPTIONS if hasattr(detector, name)}
+
+
 class PatchFeatures(nn.Module):
     """Locally aware patch features (PatchCore / SimpleNet style) from a frozen backbone.
 

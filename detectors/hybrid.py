@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
 from .feature_discriminator import downsample_mask
-from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch, top_mean
+from .features import PatchFeatures, feature_options, gaussian_blur, patch_maps, to_batch, top_mean
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .metrics import auroc
@@ -205,9 +205,7 @@ class HybridDetector(Detector):
         self.pretrained = pretrained
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(
-            self.backbone, self.stages, upscale=1, pretrained=self.pretrained, tile_size=self.tile_size, tile_overlap=self.tile_overlap
-        )
+        features = PatchFeatures(upscale=1, **feature_options(self))
         return _HybridModel(features, self.hidden, self.state.get("bank_size", 1))
 
     # -- training ------------------------------------------------------------------------------

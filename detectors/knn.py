@@ -12,7 +12,7 @@ from torch import nn
 
 from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
-from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch
+from .features import PatchFeatures, feature_options, gaussian_blur, patch_maps, to_batch
 from .memory import coreset_bank, nearest
 from .sizing import Aspect, Tiling
 
@@ -74,9 +74,7 @@ class PatchKNN(Detector):
         self.pretrained = pretrained
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(
-            self.backbone, self.stages, upscale=1, pretrained=self.pretrained, tile_size=self.tile_size, tile_overlap=self.tile_overlap
-        )
+        features = PatchFeatures(upscale=1, **feature_options(self))
         return _KNNModel(features, features.channels, self.state.get("bank_size", 1))
 
     def _patches(self, images: list[np.ndarray], device: torch.device) -> torch.Tensor:

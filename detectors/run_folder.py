@@ -16,6 +16,7 @@ from synth.storage import check_output_folder
 from .base import Detector, detector_class
 from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_scores, held_out_split
 from .data import load_generated_anomalies, load_normals
+from .features import feature_options
 
 
 def train_run(
@@ -71,12 +72,9 @@ def train_run(
         info["fusion"] = detector.state.get("fusion")
     info["calibration"] = detector.calibration
     if reference and detector.kind != "knn":
-        # the reference sees the same features as the detector: its backbone, stages and tiling where it has them
-        features = {name: getattr(detector, name) for name in ("backbone", "stages", "tile_size", "tile_overlap", "pretrained")
-                    if hasattr(detector, name)}
-        knn = detector_class("knn")(
+        knn = detector_class("knn")(  # the same features as the detector: its backbone, stages and tiling where it has them
             image_size=detector.image_size, aspect=detector.aspect, max_side=detector.max_side, seed=detector.seed, device=detector.device,
-            **features,
+            **feature_options(detector),
         )
         if progress:
             from tqdm.auto import tqdm
