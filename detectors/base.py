@@ -216,7 +216,7 @@ class Detector(Configurable, ABC):
         klass = DETECTORS.get(kind)
         if cls is not Detector and not issubclass(klass, cls):
             raise ValueError(f"{config_path} holds a {kind} detector, not {cls.__name__}")
-        config = dict(saved["config"])
+        config = klass.config_from_saved(dict(saved["config"]))
         if device is not None:
             config["device"] = device
         detector = klass(**config)
@@ -234,6 +234,12 @@ class Detector(Configurable, ABC):
         return detector
 
     from_pretrained = load
+
+    @classmethod
+    def config_from_saved(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A saved config as this version's constructor takes it: a subclass fills in what detectors
+        saved by earlier versions lack, where the new default would build a different model."""
+        return config
 
 
 def load_detector(directory: str | Path, device: str | None = None) -> Detector:

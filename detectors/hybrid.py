@@ -38,6 +38,7 @@ from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
 from .feature_discriminator import downsample_mask
 from .features import PatchFeatures, feature_options, gaussian_blur, patch_maps, to_batch, top_mean
+from .head import HEAD_INPUTS, check_head_options, head_input, head_input_channels, segmentation_head
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .metrics import auroc
@@ -46,17 +47,6 @@ from .synthetic import make_generator, synthesise
 from .training import rank_steps, train_loop
 
 HELD_OUT = 2  # the part of the normal images kept for calibration and selection (folds are 0 and 1)
-
-
-def segmentation_head(channels: int, hidden: int) -> nn.Sequential:
-    """Per-patch MLP (1x1 convolutions) on the feature, its residual to the nearest normal patch and
-    the distance: 2C + 1 inputs, one anomaly logit."""
-    return nn.Sequential(
-        nn.Conv2d(2 * channels + 1, hidden, 1),
-        nn.BatchNorm2d(hidden),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(hidden, 1, 1),
-    )
 
 
 def knee_weight(weights: Sequence[float], values: Sequence[float], gain_share: float) -> float:
@@ -71,11 +61,12 @@ def knee_weight(weights: Sequence[float], values: Sequence[float], gain_share: f
 
 
 class _HybridModel(nn.Module):
-    def __init__(self, features: PatchFeatures, hidden: int, bank_size: int):
+    def __init__(self, features: PatchFeatures, head: nn.Module, bank_size: int, head_inputs: Sequence[str] = HEAD_INPUTS):
         super().__init__()
         self.features = features
+        self.head_inputs = tuple(head_inputs)
         channels = features.channels
-        self.head = segmentation_head(channels, hidden)
+        self.head = head
         self.register_buffer("memory_bank", torch.zeros(bank_size, channels))
         self.register_buffer("distance_scale", torch.ones(()))
         # standardisation of the memory distance and of the head's logit on held-out normal patches
@@ -85,7 +76,7 @@ class _HybridModel(nn.Module):
         self.register_buffer("fusion_weights", torch.zeros(2))
 
     def head_logits(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([patches, residual, distance / self.distance_scale], dim=1))
+        return self.head(head_input(self.head_inputs, patches, residual, distance / self.distance_scale))
 
     def standardised(self, distance: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (
@@ -125,6 +116,10 @@ class HybridDetector(Detector):
         gain_share: the chosen weight is the smallest one whose validation AUROC (mean over the
             left-out generators) reaches this share of the best gain over the memory alone.
         hidden: width of the head.
+        head_inputs: what the head sees of each patch, any of ``"feature"``, ``"residual"`` (feature
+            minus the nearest normal patch) and ``"distance"`` (to it); all three by default.
+        head_context: dilations of the head's context branch (3x3 convolutions on the feature grid,
+            so that a patch inside a large defect sees its edge); empty: a per-patch head alone.
         epochs, steps_per_epoch, lr: head training (each step: half normal, half anomalous images).
         top_k: share of the map's pixels whose mean is the image score.
         sigma: Gaussian smoothing of the upsampled map, in pixels.
@@ -151,6 +146,8 @@ class HybridDetector(Detector):
         fixed_weight: float = 1.0,
         gain_share: float = 0.5,
         hidden: int = 256,
+        head_inputs: Sequence[str] = HEAD_INPUTS,
+        head_context: Sequence[int] = (2, 4, 8),
         epochs: int = 10,
         steps_per_epoch: int = 30,
         lr: float = 1e-3,
@@ -183,6 +180,7 @@ class HybridDetector(Detector):
             raise ValueError(f"top_k must be in (0, 1], got {top_k}")
         if batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (half normal, half anomalous), got {batch_size}")
+        check_head_options(head_inputs, head_context)
         self.backbone = backbone
         self.stages = list(stages)
         self.synth = synth
@@ -196,6 +194,8 @@ class HybridDetector(Detector):
         self.fixed_weight = fixed_weight
         self.gain_share = gain_share
         self.hidden = hidden
+        self.head_inputs = [str(name) for name in head_inputs]
+        self.head_context = [int(d) for d in head_context]
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.lr = lr
@@ -206,7 +206,15 @@ class HybridDetector(Detector):
 
     def _build(self) -> nn.Module:
         features = PatchFeatures(upscale=1, **feature_options(self))
-        return _HybridModel(features, self.hidden, self.state.get("bank_size", 1))
+        return _HybridModel(features, self._new_head(features.channels), self.state.get("bank_size", 1), self.head_inputs)
+
+    def _new_head(self, channels: int) -> nn.Module:
+        return segmentation_head(head_input_channels(self.head_inputs, channels), self.hidden, self.head_context)
+
+    @classmethod
+    def config_from_saved(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Detectors saved before the context branch existed have the per-patch head."""
+        return {"head_context": [], **config}
 
     # -- training ------------------------------------------------------------------------------
     def _split(self, n: int) -> np.ndarray:
@@ -334,13 +342,13 @@ class HybridDetector(Detector):
 
     def _head_batch(self, data, kind: str, index) -> torch.Tensor:
         patches, residual, distance = data[kind]
-        return torch.cat([patches[index].float(), residual[index].float(), distance[index] / self.model.distance_scale], 1)
+        return head_input(self.head_inputs, patches[index].float(), residual[index].float(), distance[index] / self.model.distance_scale)
 
     def _train_head(self, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor, progress: bool) -> tuple[nn.Module, list[float]]:
         """A head trained on these normal and anomalous samples; returns it (on the CPU, in eval mode)
         and the mean loss per epoch."""
         torch.manual_seed(self.seed)
-        head = segmentation_head(self.model.features.channels, self.hidden)
+        head = self._new_head(self.model.features.channels)
         half = self.batch_size // 2
         grid = masks.shape[-2:]
 

@@ -147,3 +147,67 @@ def test_the_saved_head_is_the_trained_head_and_calibration_scores_match_predict
     # a held-out normal scored at fit time (against the training folds' memory) scores no lower than predict gives
     held = [NORMALS[i] for i in np.nonzero(detector._split(len(NORMALS)) == 2)[0]]
     assert np.all(normal_scores >= detector.predict(held).scores - 1e-3)
+
+
+def first_conv(head):
+    from torch import nn
+
+    return next(m for m in head.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_the_head_sees_only_the_inputs_it_is_given(tmp_path):
+    import torch
+
+    detector = tiny(head_inputs=["distance"], epochs=1).fit(NORMALS, progress=False)
+    model = detector.model
+    assert first_conv(model.head).in_channels == 1
+    channels = model.features.channels
+    g = torch.Generator().manual_seed(0)
+    patches, residual, other = (torch.randn(2, channels, 4, 4, generator=g) for _ in range(3))
+    distance = torch.rand(2, 1, 4, 4, generator=g)
+    with torch.no_grad():
+        logits = model.head_logits(patches, residual, distance)
+        np.testing.assert_array_equal(model.head_logits(other, other, distance), logits)  # features, residuals unseen
+        assert not torch.equal(model.head_logits(patches, residual, distance * 2), logits)
+    detector.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model")
+    assert loaded.head_inputs == ["distance"] and first_conv(loaded.model.head).in_channels == 1
+    np.testing.assert_array_equal(predict(loaded).scores, predict(detector).scores)
+    with pytest.raises(ValueError, match="head_inputs must be"):
+        HybridDetector(head_inputs=["distance", "colour"])
+    with pytest.raises(ValueError, match="head_inputs must be"):
+        HybridDetector(head_inputs=[])
+    with pytest.raises(ValueError, match="head_context must be"):
+        HybridDetector(head_context=[2, 0])
+
+
+def test_the_context_branch_lets_a_patch_see_its_neighbours_and_no_farther():
+    import torch
+
+    from detectors.head import segmentation_head
+
+    torch.manual_seed(0)
+    grid = torch.randn(1, 5, 40, 40)
+    changed = grid.clone()
+    changed[..., 20, 26] += 3.0  # one patch, 6 cells right of the centre
+    far = grid.clone()
+    far[..., 20, 35] += 3.0  # 15 cells away: beyond the reach of dilations 2, 4 and 8 (14 cells)
+    for context, sees_neighbour in (((2, 4, 8), True), ((), False)):
+        head = segmentation_head(5, 8, context).eval()
+        with torch.no_grad():
+            base, near_out, far_out = head(grid), head(changed), head(far)
+        assert base.shape == (1, 1, 40, 40)
+        assert bool(near_out[..., 20, 20] != base[..., 20, 20]) is sees_neighbour
+        assert torch.equal(far_out[..., 20, 20], base[..., 20, 20])
+
+
+def test_a_detector_saved_before_the_context_branch_loads_with_its_per_patch_head(tmp_path):
+    detector = tiny(head_context=[], epochs=1).fit(NORMALS, progress=False)
+    detector.save(tmp_path / "model")
+    config_path = tmp_path / "model" / "config.json"
+    saved = json.loads(config_path.read_text())
+    del saved["config"]["head_context"]  # as earlier versions wrote it
+    config_path.write_text(json.dumps(saved))
+    loaded = load_detector(tmp_path / "model")
+    assert loaded.head_context == []
+    np.testing.assert_array_equal(predict(loaded).scores, predict(detector).scores)
