@@ -7,7 +7,9 @@ Two signals, each strong where the other is weak:
 - a segmentation head trained on synthetic anomalies, which sees each patch's feature, its
   discrepancy to the nearest normal patch (feature minus that patch: the memory information of
   MemSeg, Yang et al. 2023, and DeSTSeg's feature comparison, Zhang et al. 2023) and the distance.
-  It learns which discrepancies matter, but only from anomalies that are not the real ones.
+  A context branch (dilated convolutions, ``detectors.head``) lets a patch inside a large defect see
+  the defect's edge. It learns which discrepancies matter, but only from anomalies that are not the
+  real ones.
 
 The anomaly map is a late fusion of the two, each standardised on held-out normal images:
 ``z_memory + w * z_head``. How much the head is trusted (``w``, one value for the map and one for the
@@ -115,7 +117,7 @@ class HybridDetector(Detector):
             (``fixed_weight`` for both the map and the image score).
         gain_share: the chosen weight is the smallest one whose validation AUROC (mean over the
             left-out generators) reaches this share of the best gain over the memory alone.
-        hidden: width of the head.
+        hidden: width of the head's per-patch branch.
         head_inputs: what the head sees of each patch, any of ``"feature"``, ``"residual"`` (feature
             minus the nearest normal patch) and ``"distance"`` (to it); all three by default.
         head_context: dilations of the head's context branch (3x3 convolutions on the feature grid,
