@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 HEAD_INPUTS = ("feature", "residual", "distance")
-CONTEXT_WIDTH = 64  # channels of the context branch: it carries where, the per-patch branch carries what
 
 
 def head_input_channels(inputs: Sequence[str], channels: int) -> int:
@@ -36,32 +35,36 @@ def _block(conv: nn.Conv2d) -> list[nn.Module]:
 
 class ContextHead(nn.Module):
     """A per-patch branch (1x1 convolution) and a context branch on it (3x3 convolutions with these
-    dilations, edge-replicated at the border), joined by a 1x1 convolution to one anomaly logit."""
+    dilations, edge-replicated at the border), joined by a 1x1 convolution to one anomaly logit. The
+    context branch is narrow (``width`` channels): it carries where, the per-patch branch carries what,
+    and its 3x3 convolutions are most of the head's training time."""
 
-    def __init__(self, in_channels: int, hidden: int, dilations: Sequence[int]):
+    def __init__(self, in_channels: int, hidden: int, dilations: Sequence[int], width: int):
         super().__init__()
         self.patch = nn.Sequential(*_block(nn.Conv2d(in_channels, hidden, 1)))
-        layers = _block(nn.Conv2d(hidden, CONTEXT_WIDTH, 1))
+        layers = _block(nn.Conv2d(hidden, width, 1))
         for d in dilations:
-            layers += _block(nn.Conv2d(CONTEXT_WIDTH, CONTEXT_WIDTH, 3, padding=d, dilation=d, padding_mode="replicate"))
+            layers += _block(nn.Conv2d(width, width, 3, padding=d, dilation=d, padding_mode="replicate"))
         self.context = nn.Sequential(*layers)
-        self.out = nn.Conv2d(hidden + CONTEXT_WIDTH, 1, 1)
+        self.out = nn.Conv2d(hidden + width, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         patch = self.patch(x)
         return self.out(torch.cat([patch, self.context(patch)], dim=1))
 
 
-def segmentation_head(in_channels: int, hidden: int, context: Sequence[int] = ()) -> nn.Module:
+def segmentation_head(in_channels: int, hidden: int, context: Sequence[int] = (), context_width: int = 32) -> nn.Module:
     """``in_channels`` inputs, one anomaly logit per patch. ``context``: dilations of the context
-    branch; empty gives the per-patch MLP (1x1 convolutions) alone."""
+    branch (``context_width`` channels); empty gives the per-patch MLP (1x1 convolutions) alone."""
     if not context:
         return nn.Sequential(*_block(nn.Conv2d(in_channels, hidden, 1)), nn.Conv2d(hidden, 1, 1))
-    return ContextHead(in_channels, hidden, context)
+    return ContextHead(in_channels, hidden, context, context_width)
 
 
-def check_head_options(inputs: Sequence[str], context: Sequence[int]) -> None:
+def check_head_options(inputs: Sequence[str], context: Sequence[int], context_width: int) -> None:
     if not inputs or not set(inputs) <= set(HEAD_INPUTS) or len(set(inputs)) != len(inputs):
         raise ValueError(f"head_inputs must be distinct names from {', '.join(HEAD_INPUTS)}, got {list(inputs)}")
     if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in context):
         raise ValueError(f"head_context must be positive integer dilations, got {list(context)}")
+    if isinstance(context_width, bool) or not isinstance(context_width, int) or context_width < 1:
+        raise ValueError(f"context_width must be a positive integer, got {context_width!r}")

@@ -122,6 +122,7 @@ class HybridDetector(Detector):
             minus the nearest normal patch) and ``"distance"`` (to it); all three by default.
         head_context: dilations of the head's context branch (3x3 convolutions on the feature grid,
             so that a patch inside a large defect sees its edge); empty: a per-patch head alone.
+        context_width: channels of the context branch.
         epochs, steps_per_epoch, lr: head training (each step: half normal, half anomalous images).
         top_k: share of the map's pixels whose mean is the image score.
         sigma: Gaussian smoothing of the upsampled map, in pixels.
@@ -150,6 +151,7 @@ class HybridDetector(Detector):
         hidden: int = 256,
         head_inputs: Sequence[str] = HEAD_INPUTS,
         head_context: Sequence[int] = (2, 4, 8),
+        context_width: int = 32,
         epochs: int = 10,
         steps_per_epoch: int = 30,
         lr: float = 1e-3,
@@ -182,7 +184,7 @@ class HybridDetector(Detector):
             raise ValueError(f"top_k must be in (0, 1], got {top_k}")
         if batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (half normal, half anomalous), got {batch_size}")
-        check_head_options(head_inputs, head_context)
+        check_head_options(head_inputs, head_context, context_width)
         self.backbone = backbone
         self.stages = list(stages)
         self.synth = synth
@@ -198,6 +200,7 @@ class HybridDetector(Detector):
         self.hidden = hidden
         self.head_inputs = [str(name) for name in head_inputs]
         self.head_context = [int(d) for d in head_context]
+        self.context_width = context_width
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.lr = lr
@@ -211,12 +214,13 @@ class HybridDetector(Detector):
         return _HybridModel(features, self._new_head(features.channels), self.state.get("bank_size", 1), self.head_inputs)
 
     def _new_head(self, channels: int) -> nn.Module:
-        return segmentation_head(head_input_channels(self.head_inputs, channels), self.hidden, self.head_context)
+        return segmentation_head(head_input_channels(self.head_inputs, channels), self.hidden, self.head_context, self.context_width)
 
     @classmethod
     def config_from_saved(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """Detectors saved before the context branch existed have the per-patch head."""
-        return {"head_context": [], **config}
+        """Detectors saved before the context branch existed have the per-patch head; those saved
+        before its width was an option have 64 channels."""
+        return {"head_context": [], "context_width": 64, **config}
 
     # -- training ------------------------------------------------------------------------------
     def _split(self, n: int) -> np.ndarray:

@@ -179,6 +179,8 @@ def test_the_head_sees_only_the_inputs_it_is_given(tmp_path):
         HybridDetector(head_inputs=[])
     with pytest.raises(ValueError, match="head_context must be"):
         HybridDetector(head_context=[2, 0])
+    with pytest.raises(ValueError, match="context_width must be"):
+        HybridDetector(context_width=0)
 
 
 def test_the_context_branch_lets_a_patch_see_its_neighbours_and_no_farther():
@@ -210,4 +212,16 @@ def test_a_detector_saved_before_the_context_branch_loads_with_its_per_patch_hea
     config_path.write_text(json.dumps(saved))
     loaded = load_detector(tmp_path / "model")
     assert loaded.head_context == []
+    np.testing.assert_array_equal(predict(loaded).scores, predict(detector).scores)
+
+
+def test_a_detector_saved_before_the_context_width_option_loads_with_its_64_channels(tmp_path):
+    detector = tiny(head_context=[2], context_width=64, epochs=1).fit(NORMALS, progress=False)
+    detector.save(tmp_path / "model")
+    config_path = tmp_path / "model" / "config.json"
+    saved = json.loads(config_path.read_text())
+    del saved["config"]["context_width"]  # as earlier versions wrote it
+    config_path.write_text(json.dumps(saved))
+    loaded = load_detector(tmp_path / "model")
+    assert loaded.context_width == 64
     np.testing.assert_array_equal(predict(loaded).scores, predict(detector).scores)
