@@ -203,25 +203,20 @@ def test_the_context_branch_lets_a_patch_see_its_neighbours_and_no_farther():
         assert torch.equal(far_out[..., 20, 20], base[..., 20, 20])
 
 
-def test_a_detector_saved_before_the_context_branch_loads_with_its_per_patch_head(tmp_path):
-    detector = tiny(head_context=[], epochs=1).fit(NORMALS, progress=False)
+@pytest.mark.parametrize(
+    "options, missing, value",
+    [
+        (dict(head_context=[]), "head_context", []),  # saved before the context branch: per-patch head
+        (dict(head_context=[2], context_width=64), "context_width", 64),  # before its width was an option
+    ],
+)
+def test_a_detector_saved_by_an_earlier_version_loads_with_the_head_it_was_saved_with(tmp_path, options, missing, value):
+    detector = tiny(epochs=1, **options).fit(NORMALS, progress=False)
     detector.save(tmp_path / "model")
     config_path = tmp_path / "model" / "config.json"
     saved = json.loads(config_path.read_text())
-    del saved["config"]["head_context"]  # as earlier versions wrote it
+    del saved["config"][missing]  # as earlier versions wrote it
     config_path.write_text(json.dumps(saved))
     loaded = load_detector(tmp_path / "model")
-    assert loaded.head_context == []
-    np.testing.assert_array_equal(predict(loaded).scores, predict(detector).scores)
-
-
-def test_a_detector_saved_before_the_context_width_option_loads_with_its_64_channels(tmp_path):
-    detector = tiny(head_context=[2], context_width=64, epochs=1).fit(NORMALS, progress=False)
-    detector.save(tmp_path / "model")
-    config_path = tmp_path / "model" / "config.json"
-    saved = json.loads(config_path.read_text())
-    del saved["config"]["context_width"]  # as earlier versions wrote it
-    config_path.write_text(json.dumps(saved))
-    loaded = load_detector(tmp_path / "model")
-    assert loaded.context_width == 64
+    assert getattr(loaded, missing) == value
     np.testing.assert_array_equal(predict(loaded).scores, predict(detector).scores)
