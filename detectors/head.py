@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 HEAD_INPUTS = ("feature", "residual", "distance")
+CONTEXT_WIDTH = 32  # default channels of the context branch
 
 
 def head_input_channels(inputs: Sequence[str], channels: int) -> int:
@@ -53,7 +54,7 @@ class ContextHead(nn.Module):
         return self.out(torch.cat([patch, self.context(patch)], dim=1))
 
 
-def segmentation_head(in_channels: int, hidden: int, context: Sequence[int] = (), context_width: int = 32) -> nn.Module:
+def segmentation_head(in_channels: int, hidden: int, context: Sequence[int] = (), context_width: int = CONTEXT_WIDTH) -> nn.Module:
     """``in_channels`` inputs, one anomaly logit per patch. ``context``: dilations of the context
     branch (``context_width`` channels); empty gives the per-patch MLP (1x1 convolutions) alone."""
     if not context:
@@ -61,10 +62,14 @@ def segmentation_head(in_channels: int, hidden: int, context: Sequence[int] = ()
     return ContextHead(in_channels, hidden, context, context_width)
 
 
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def check_head_options(inputs: Sequence[str], context: Sequence[int], context_width: int) -> None:
     if not inputs or not set(inputs) <= set(HEAD_INPUTS) or len(set(inputs)) != len(inputs):
         raise ValueError(f"head_inputs must be distinct names from {', '.join(HEAD_INPUTS)}, got {list(inputs)}")
-    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in context):
+    if not all(_positive_int(d) for d in context):
         raise ValueError(f"head_context must be positive integer dilations, got {list(context)}")
-    if isinstance(context_width, bool) or not isinstance(context_width, int) or context_width < 1:
+    if not _positive_int(context_width):
         raise ValueError(f"context_width must be a positive integer, got {context_width!r}")

@@ -40,7 +40,7 @@ from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
 from .feature_discriminator import downsample_mask
 from .features import PatchFeatures, feature_options, gaussian_blur, patch_maps, to_batch, top_mean
-from .head import HEAD_INPUTS, check_head_options, head_input, head_input_channels, segmentation_head
+from .head import CONTEXT_WIDTH, HEAD_INPUTS, check_head_options, head_input, head_input_channels, segmentation_head
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .metrics import auroc
@@ -151,7 +151,7 @@ class HybridDetector(Detector):
         hidden: int = 256,
         head_inputs: Sequence[str] = HEAD_INPUTS,
         head_context: Sequence[int] = (2, 4, 8),
-        context_width: int = 32,
+        context_width: int = CONTEXT_WIDTH,
         epochs: int = 10,
         steps_per_epoch: int = 30,
         lr: float = 1e-3,
