@@ -62,14 +62,14 @@ def segmentation_head(in_channels: int, hidden: int, context: Sequence[int] = ()
     return ContextHead(in_channels, hidden, context, context_width)
 
 
-def _positive_int(value: object) -> bool:
+def is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def check_head_options(inputs: Sequence[str], context: Sequence[int], context_width: int) -> None:
     if not inputs or not set(inputs) <= set(HEAD_INPUTS) or len(set(inputs)) != len(inputs):
         raise ValueError(f"head_inputs must be distinct names from {', '.join(HEAD_INPUTS)}, got {list(inputs)}")
-    if not all(_positive_int(d) for d in context):
+    if not all(is_positive_int(d) for d in context):
         raise ValueError(f"head_context must be positive integer dilations, got {list(context)}")
-    if not _positive_int(context_width):
+    if not is_positive_int(context_width):
         raise ValueError(f"context_width must be a positive integer, got {context_width!r}")

@@ -113,6 +113,27 @@ def test_hybrid_errors_are_clear():
         HybridDetector(fusion_weights=(-1.0,))
     with pytest.raises(ValueError, match="gain_share must be in"):
         HybridDetector(gain_share=0.0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="selection_epochs must be"):
+            HybridDetector(selection_epochs=bad)
+
+
+def test_the_heads_that_choose_the_fusion_train_for_selection_epochs(monkeypatch):
+    epochs = []
+    original = HybridDetector._train_head
+
+    def record(self, *args, **kwargs):
+        head, history = original(self, *args, **kwargs)
+        epochs.append(len(history))  # one mean loss per epoch run
+        return head, history
+
+    monkeypatch.setattr(HybridDetector, "_train_head", record)
+    detector = tiny(epochs=3, selection_epochs=1).fit(NORMALS, progress=False)
+    assert epochs == [1, 1, 3]  # a head per left-out generator (cutpaste, draem), then the kept head
+    assert detector.state["loss_history"] and len(detector.state["loss_history"]) == 3
+    epochs.clear()
+    tiny(epochs=3).fit(NORMALS, progress=False)
+    assert epochs == [2, 2, 3]  # by default half as long as the kept head, rounded up
 
 
 def test_the_fusion_weight_is_the_knee_of_the_validation_curve():
