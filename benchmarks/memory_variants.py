@@ -102,12 +102,12 @@ def run(category: Path, backbone: str, seed: int) -> dict:
     normals = load_normals(category / "train" / "good", SizeRule())
     test = load_test_set(category, normals.shape)
     features = PatchFeatures(backbone=backbone).eval()
-    coarse = PatchFeatures(backbone=backbone, stages=(6,)).eval()
+    coarse_features = PatchFeatures(backbone=backbone, stages=(6,)).eval()
     cpu = torch.device("cpu")
     with torch.no_grad():
         train, test_maps, coarse_train, coarse_test = (
             patch_maps(f, images, normals.shape, 16, cpu, torch.float16).float()
-            for f in (features, coarse) for images in (normals.images, test.images)
+            for f in (features, coarse_features) for images in (normals.images, test.images)
         )
         variants = variant_maps(train, test_maps, coarse_train, coarse_test, seed)
     # pixel metrics on a grid 4 times coarser each way: the variants are compared with one another,
