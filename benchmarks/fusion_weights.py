@@ -65,7 +65,7 @@ def sweep(category: Path, seed: int) -> dict:
 def score_every_weight(detector: HybridDetector, test) -> dict:
     """Image and pixel AUROC on the test split for every weight of the detector's grid."""
     model = detector.model.eval()
-    memory, head = [], []
+    memory, head, image_head = [], [], []
     for start in range(0, len(test.images), detector.batch_size):
         batch = [resize_to(np.asarray(image), detector.input_shape) for image in test.images[start : start + detector.batch_size]]
         patches = model.features(to_batch(batch, detector.input_shape))
@@ -73,7 +73,11 @@ def score_every_weight(detector: HybridDetector, test) -> dict:
         z_memory, z_head = model.standardised(distance, model.head_logits(patches, residual, distance))
         memory.append(z_memory)
         head.append(z_head)
+        if model.image_head is not None:  # the image score's own head
+            stats = model.image_head_stats
+            image_head.append((model.image_head_logits(patches, residual, distance) - stats[0]) / stats[1])
     memory, head = torch.cat(memory), torch.cat(head)
+    image_head = torch.cat(image_head) if image_head else head
     masked = np.nonzero(test.has_mask)[0]
     target = np.concatenate([test.masks[i].ravel() > 0 for i in masked])
     result = {}
@@ -81,8 +85,8 @@ def score_every_weight(detector: HybridDetector, test) -> dict:
         model.fusion_weights.fill_(w)
         scores, maps = [], []
         for start in range(0, len(memory), detector.batch_size):
-            fused = memory[start : start + detector.batch_size] + w * head[start : start + detector.batch_size]
-            s, m = detector._finish(fused, fused)
+            chunk = slice(start, start + detector.batch_size)
+            s, m = detector._finish(memory[chunk] + w * head[chunk], memory[chunk] + w * image_head[chunk])
             scores.append(s)
             maps.append(m[:, 0])
         prediction = maps_at(Prediction(torch.cat(scores).numpy(), torch.cat(maps).numpy()), test.masks[0].shape)

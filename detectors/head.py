@@ -66,9 +66,10 @@ def is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def check_head_options(inputs: Sequence[str], context: Sequence[int], context_width: int) -> None:
+def check_head_options(inputs: Sequence[str], context: Sequence[int], context_width: int, name: str = "head_inputs") -> None:
+    """``name``: the option that gave ``inputs``, for the error message."""
     if not inputs or not set(inputs) <= set(HEAD_INPUTS) or len(set(inputs)) != len(inputs):
-        raise ValueError(f"head_inputs must be distinct names from {', '.join(HEAD_INPUTS)}, got {list(inputs)}")
+        raise ValueError(f"{name} must be distinct names from {', '.join(HEAD_INPUTS)}, got {list(inputs)}")
     if not all(is_positive_int(d) for d in context):
         raise ValueError(f"head_context must be positive integer dilations, got {list(context)}")
     if not is_positive_int(context_width):

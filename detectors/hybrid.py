@@ -19,7 +19,13 @@ made on them, leaving each generator out of the head's training in turn and scor
 kind it has not seen. Even so the validation over-rates the head (a left-out generator is still closer
 to the others than real defects are), so ``w`` is the knee of the validation curve: the smallest
 weight that reaches half of the best gain over the memory alone. A head that does not generalise
-falls back to the memory. The image score is the mean of the top 1 % of the smoothed map.
+falls back to the memory.
+
+The image score is the mean of the top 1 % of a second fused map, ``z_memory + w_image * z_image``,
+whose head sees only the distance map: a learned spatial filter of the memory's evidence. Trained on
+the same synthetic anomalies, it cannot fit their appearance, only the shape of the memory's
+response to them, and it found more of the real defective images than the head that sees the
+features (docs/detectors.md); its blurrier map is why the pixel map keeps the feature head.
 
 Training normals are split in two folds, each with its own memory bank: a training sample's
 discrepancy is measured against the other fold's bank, so that it is never compared with its own
@@ -62,13 +68,26 @@ def knee_weight(weights: Sequence[float], values: Sequence[float], gain_share: f
     return float(weights[np.argmax(values >= target - 1e-9)])
 
 
+def mean_and_spread(values: torch.Tensor) -> torch.Tensor:
+    """The standardisation of a score map on held-out normal images: its mean and spread."""
+    return torch.stack([values.mean(), values.std().clamp_min(1e-6)])
+
+
 class _HybridModel(nn.Module):
-    def __init__(self, features: PatchFeatures, head: nn.Module, bank_size: int, head_inputs: Sequence[str] = HEAD_INPUTS):
+    def __init__(
+        self, features: PatchFeatures, head: nn.Module, bank_size: int, head_inputs: Sequence[str] = HEAD_INPUTS,
+        image_head: nn.Module | None = None, image_head_inputs: Sequence[str] = (),
+    ):
         super().__init__()
         self.features = features
         self.head_inputs = tuple(head_inputs)
         channels = features.channels
         self.head = head
+        # a second head for the image score only (None: the image score fuses the map's head)
+        self.image_head = image_head
+        self.image_head_inputs = tuple(image_head_inputs)
+        if image_head is not None:
+            self.register_buffer("image_head_stats", torch.tensor([0.0, 1.0]))
         self.register_buffer("memory_bank", torch.zeros(bank_size, channels))
         self.register_buffer("distance_scale", torch.ones(()))
         # standardisation of the memory distance and of the head's logit on held-out normal patches
@@ -79,6 +98,9 @@ class _HybridModel(nn.Module):
 
     def head_logits(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         return self.head(head_input(self.head_inputs, patches, residual, distance / self.distance_scale))
+
+    def image_head_logits(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        return self.image_head(head_input(self.image_head_inputs, patches, residual, distance / self.distance_scale))
 
     def standardised(self, distance: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (
@@ -91,7 +113,10 @@ class _HybridModel(nn.Module):
         their nearest-normal distance and residual."""
         memory, head = self.standardised(distance, self.head_logits(patches, residual, distance))
         w_map, w_image = self.fusion_weights
-        return memory + w_map * head, memory + w_image * head
+        image_head = head
+        if self.image_head is not None:
+            image_head = (self.image_head_logits(patches, residual, distance) - self.image_head_stats[0]) / self.image_head_stats[1]
+        return memory + w_map * head, memory + w_image * image_head
 
     def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch maps (B x C x h x w) -> fused maps for the pixels and for the image score (B x 1 x h x w)."""
@@ -123,6 +148,12 @@ class HybridDetector(Detector):
         head_context: dilations of the head's context branch (3x3 convolutions on the feature grid,
             so that a patch inside a large defect sees its edge); empty: a per-patch head alone.
         context_width: channels of the context branch.
+        image_head_inputs: inputs of a second head whose map gives the image score (the fused map's
+            top-k mean), trained on the same anomalies; ``None``: the image score uses the map's head.
+            By default it sees the distance alone, so it learns a spatial filter of the memory's map:
+            it cannot fit the synthetic anomalies' appearance, and finds more real defective images
+            than the head that sees the features (measured in docs/detectors.md).
+        image_hidden: width of that head's per-patch branch (its input is one channel by default).
         epochs, steps_per_epoch, lr: head training (each step: half normal, half anomalous images).
         selection_epochs: epochs of the heads trained only to choose the fusion weights (one per
             left-out generator). ``None``: half of ``epochs``, rounded up; the knee of their
@@ -155,6 +186,8 @@ class HybridDetector(Detector):
         head_inputs: Sequence[str] = HEAD_INPUTS,
         head_context: Sequence[int] = (2, 4, 8),
         context_width: int = CONTEXT_WIDTH,
+        image_head_inputs: Sequence[str] | None = ("distance",),
+        image_hidden: int = 32,
         epochs: int = 10,
         selection_epochs: int | None = None,
         steps_per_epoch: int = 30,
@@ -189,6 +222,10 @@ class HybridDetector(Detector):
         if batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (half normal, half anomalous), got {batch_size}")
         check_head_options(head_inputs, head_context, context_width)
+        if image_head_inputs is not None:
+            check_head_options(image_head_inputs, head_context, context_width, "image_head_inputs")
+        if not is_positive_int(image_hidden):
+            raise ValueError(f"image_hidden must be a positive integer, got {image_hidden!r}")
         if selection_epochs is not None and not is_positive_int(selection_epochs):
             raise ValueError(f"selection_epochs must be a positive integer or None, got {selection_epochs!r}")
         self.backbone = backbone
@@ -207,6 +244,8 @@ class HybridDetector(Detector):
         self.head_inputs = [str(name) for name in head_inputs]
         self.head_context = [int(d) for d in head_context]
         self.context_width = context_width
+        self.image_head_inputs = None if image_head_inputs is None else [str(name) for name in image_head_inputs]
+        self.image_hidden = image_hidden
         self.epochs = epochs
         self.selection_epochs = selection_epochs
         self.steps_per_epoch = steps_per_epoch
@@ -218,16 +257,23 @@ class HybridDetector(Detector):
 
     def _build(self) -> nn.Module:
         features = PatchFeatures(upscale=1, **feature_options(self))
-        return _HybridModel(features, self._new_head(features.channels), self.state.get("bank_size", 1), self.head_inputs)
+        image_head = None if self.image_head_inputs is None else self._new_head(features.channels, image=True)
+        return _HybridModel(
+            features, self._new_head(features.channels), self.state.get("bank_size", 1), self.head_inputs,
+            image_head, self.image_head_inputs or (),
+        )
 
-    def _new_head(self, channels: int) -> nn.Module:
-        return segmentation_head(head_input_channels(self.head_inputs, channels), self.hidden, self.head_context, self.context_width)
+    def _new_head(self, channels: int, image: bool = False) -> nn.Module:
+        """The map's head, or with ``image`` the image score's."""
+        inputs, hidden = (self.image_head_inputs, self.image_hidden) if image else (self.head_inputs, self.hidden)
+        return segmentation_head(head_input_channels(inputs, channels), hidden, self.head_context, self.context_width)
 
     @classmethod
     def config_from_saved(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Detectors saved before the context branch existed have the per-patch head; those saved
-        before its width was an option have 64 channels."""
-        return {"head_context": [], "context_width": 64, **config}
+        before its width was an option have 64 channels; those saved before the image head existed
+        score images with the map's head."""
+        return {"head_context": [], "context_width": 64, "image_head_inputs": None, **config}
 
     # -- training ------------------------------------------------------------------------------
     def _split(self, n: int) -> np.ndarray:
@@ -312,9 +358,13 @@ class HybridDetector(Detector):
             scores = {"map": [], "image": []}
             for group in tqdm(groups, desc="select fusion", unit="generator", disable=not progress):
                 kept = train_anomalies[pool_group[train_anomalies] != group]
-                head, _ = self._train_head(data, train_normals, kept, masks, False, self.selection_epochs or (self.epochs + 1) // 2)
+                epochs = self.selection_epochs or (self.epochs + 1) // 2
+                head, _ = self._train_head(data, train_normals, kept, masks, False, epochs)
+                image_head = head
+                if self.image_head_inputs is not None:
+                    image_head, _ = self._train_head(data, train_normals, kept, masks, False, epochs, image=True)
                 valid = np.nonzero((pool_part == HELD_OUT) & (pool_group == group))[0]
-                result = self._validate(head, data, held_normals, valid, masks)
+                result = self._validate(head, image_head, data, held_normals, valid, masks)
                 for key in scores:
                     scores[key].append(result[key])
             mean = {key: np.mean(value, axis=0) for key, value in scores.items()}
@@ -332,11 +382,17 @@ class HybridDetector(Detector):
 
         head, history = self._train_head(data, train_normals, train_anomalies, masks, progress)
         self.model.head.load_state_dict(head.state_dict())
-        self.model.eval()  # the statistics below must see the head as predict does (batch norm in eval mode)
+        if self.model.image_head is not None:
+            image_head, image_history = self._train_head(data, train_normals, train_anomalies, masks, progress, image=True)
+            self.model.image_head.load_state_dict(image_head.state_dict())
+            self.state["image_loss_history"] = image_history
+        self.model.eval()  # the statistics below must see the heads as predict does (batch norm in eval mode)
         self.model.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
-        memory, logits = self._held_out_outputs(self.model.head, data, held_normals)
-        self.model.memory_stats.copy_(torch.stack([memory.mean(), memory.std().clamp_min(1e-6)]))
-        self.model.head_stats.copy_(torch.stack([logits.mean(), logits.std().clamp_min(1e-6)]))
+        memory = data["normal"][2][torch.from_numpy(held_normals)]
+        self.model.memory_stats.copy_(mean_and_spread(memory))
+        self.model.head_stats.copy_(mean_and_spread(self._logits(self.model.head, data, held_normals)))
+        if self.model.image_head is not None:
+            self.model.image_head_stats.copy_(mean_and_spread(self._logits(self.model.image_head, data, held_normals, image=True)))
         self.model.fusion_weights.copy_(torch.tensor(weights, dtype=torch.float32))
         # image scores of the held-out normals and of the synthetic anomalies made on them, as predict
         # gives them (against the training folds' memory: held-out images are not in it), for calibration
@@ -354,18 +410,21 @@ class HybridDetector(Detector):
     def _choose(self, values: np.ndarray) -> float:
         return knee_weight(self.fusion_weights, values, self.gain_share)
 
-    def _head_batch(self, data, kind: str, index) -> torch.Tensor:
+    def _head_batch(self, data, kind: str, index, image: bool = False) -> torch.Tensor:
         patches, residual, distance = data[kind]
-        return head_input(self.head_inputs, patches[index].float(), residual[index].float(), distance[index] / self.model.distance_scale)
+        inputs = self.image_head_inputs if image else self.head_inputs
+        return head_input(inputs, patches[index].float(), residual[index].float(), distance[index] / self.model.distance_scale)
 
     def _train_head(
-        self, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor, progress: bool, epochs: int | None = None
+        self, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor, progress: bool, epochs: int | None = None,
+        image: bool = False,
     ) -> tuple[nn.Module, list[float]]:
-        """A head trained on these normal and anomalous samples for ``epochs`` (default: ``self.epochs``);
-        returns it (on the CPU, in eval mode) and the mean loss per epoch."""
+        """A head (the map's, or with ``image`` the image score's) trained on these normal and anomalous
+        samples for ``epochs`` (default: ``self.epochs``); returns it (on the CPU, in eval mode) and the
+        mean loss per epoch."""
         epochs = epochs or self.epochs
         torch.manual_seed(self.seed)
-        head = self._new_head(self.model.features.channels)
+        head = self._new_head(self.model.features.channels, image)
         half = self.batch_size // 2
         grid = masks.shape[-2:]
 
@@ -375,7 +434,7 @@ class HybridDetector(Detector):
                 i_n = torch.from_numpy(normals)[torch.randint(len(normals), (half,), generator=g)]
                 i_a = torch.from_numpy(anomalies)[torch.randint(len(anomalies), (half,), generator=g)]
                 yield {
-                    "input": torch.cat([self._head_batch(data, "normal", i_n), self._head_batch(data, "anomaly", i_a)]),
+                    "input": torch.cat([self._head_batch(data, "normal", i_n, image), self._head_batch(data, "anomaly", i_a, image)]),
                     "mask": torch.cat([torch.zeros(half, 1, *grid), masks[i_a]]),
                 }
 
@@ -387,34 +446,41 @@ class HybridDetector(Detector):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
         history = train_loop(
             head, optimizer, scheduler, epochs, batches, step, device=self.device,
-            mixed_precision=self.mixed_precision, clip_grad_norm=1.0, progress=progress, desc="train head",
+            mixed_precision=self.mixed_precision, clip_grad_norm=1.0, progress=progress, desc="train image head" if image else "train head",
         )
         return head.cpu().eval(), history
 
     @torch.no_grad()
-    def _held_out_outputs(self, head: nn.Module, data, index: np.ndarray, kind: str = "normal") -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory distance and head logit maps (n x 1 x h x w) of held-out images."""
-        logits = torch.cat([head(self._head_batch(data, kind, torch.from_numpy(index[s : s + 32]))) for s in range(0, len(index), 32)])
-        return data[kind][2][torch.from_numpy(index)], logits
+    def _logits(self, head: nn.Module, data, index: np.ndarray, kind: str = "normal", image: bool = False) -> torch.Tensor:
+        """A head's logit maps (n x 1 x h x w) of training-time samples."""
+        batches = (self._head_batch(data, kind, torch.from_numpy(index[s : s + 32]), image) for s in range(0, len(index), 32))
+        return torch.cat([head(batch) for batch in batches])
 
     @torch.no_grad()
-    def _validate(self, head: nn.Module, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor) -> dict[str, list[float]]:
-        """Pixel and image AUROC of the fused maps for each candidate weight, on held-out normals and
-        held-out synthetic anomalies (at the feature grid; smoothing scaled to it)."""
-        n_memory, n_logits = self._held_out_outputs(head, data, normals)
-        a_memory, a_logits = self._held_out_outputs(head, data, anomalies, "anomaly")
-        mean_m, std_m = n_memory.mean(), n_memory.std().clamp_min(1e-6)
-        mean_h, std_h = n_logits.mean(), n_logits.std().clamp_min(1e-6)
-        memory = (torch.cat([n_memory, a_memory]) - mean_m) / std_m
-        logits = (torch.cat([n_logits, a_logits]) - mean_h) / std_h
-        target = torch.cat([torch.zeros_like(n_memory), masks[torch.from_numpy(anomalies)]]).flatten().numpy()
+    def _validate(
+        self, head: nn.Module, image_head: nn.Module, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor
+    ) -> dict[str, list[float]]:
+        """Pixel AUROC (with the map's head) and image AUROC (with the image score's head) of the fused
+        maps for each candidate weight, on held-out normals and held-out synthetic anomalies (at the
+        feature grid; smoothing scaled to it). Each map is standardised on the held-out normals."""
+
+        def standardised(n: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+            mean, spread = mean_and_spread(n)
+            return (torch.cat([n, a]) - mean) / spread
+
+        def head_maps(model: nn.Module, image: bool) -> torch.Tensor:
+            return standardised(self._logits(model, data, normals, image=image), self._logits(model, data, anomalies, "anomaly", image))
+
+        memory = standardised(data["normal"][2][torch.from_numpy(normals)], data["anomaly"][2][torch.from_numpy(anomalies)])
+        logits = head_maps(head, False)
+        image_logits = logits if image_head is head else head_maps(image_head, True)
+        target = torch.cat([torch.zeros(len(normals), 1, *masks.shape[-2:]), masks[torch.from_numpy(anomalies)]]).flatten().numpy()
         labels = np.r_[np.zeros(len(normals)), np.ones(len(anomalies))]
         sigma = self.sigma / self.model.features.stride
         out = {"map": [], "image": []}
         for w in self.fusion_weights:
-            fused = gaussian_blur(memory + w * logits, sigma)
-            out["map"].append(auroc(fused.flatten().numpy(), target))
-            out["image"].append(auroc(self._image_scores(fused).numpy(), labels))
+            out["map"].append(auroc(gaussian_blur(memory + w * logits, sigma).flatten().numpy(), target))
+            out["image"].append(auroc(self._image_scores(gaussian_blur(memory + w * image_logits, sigma)).numpy(), labels))
         return out
 
     def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:
@@ -438,7 +504,8 @@ class HybridDetector(Detector):
 
     def _finish(self, fused_map: torch.Tensor, fused_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid maps -> (image scores, smoothed maps at the input shape); also the exported graph's end."""
-        same = bool(self.model.fusion_weights[0] == self.model.fusion_weights[1])  # one map serves both
+        # one map serves both when the image score fuses the map's head with the same weight
+        same = self.model.image_head is None and bool(self.model.fusion_weights[0] == self.model.fusion_weights[1])
         grids = fused_map if same else torch.cat([fused_map, fused_image], 1)
         up = F.interpolate(grids, size=self.input_shape, mode="bilinear", align_corners=False)
         up = gaussian_blur(up.reshape(-1, 1, *self.input_shape), self.sigma).reshape(-1, grids.shape[1], *self.input_shape)

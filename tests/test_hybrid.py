@@ -122,18 +122,19 @@ def test_the_heads_that_choose_the_fusion_train_for_selection_epochs(monkeypatch
     epochs = []
     original = HybridDetector._train_head
 
-    def record(self, *args, **kwargs):
-        head, history = original(self, *args, **kwargs)
-        epochs.append(len(history))  # one mean loss per epoch run
+    def record(self, *args, image=False, **kwargs):
+        head, history = original(self, *args, image=image, **kwargs)
+        epochs.append((len(history), "image" if image else "map"))  # one mean loss per epoch run
         return head, history
 
     monkeypatch.setattr(HybridDetector, "_train_head", record)
     detector = tiny(epochs=3, selection_epochs=1).fit(NORMALS, progress=False)
-    assert epochs == [1, 1, 3]  # a head per left-out generator (cutpaste, draem), then the kept head
-    assert detector.state["loss_history"] and len(detector.state["loss_history"]) == 3
+    # per left-out generator (cutpaste, draem) a map head and an image head, then the kept ones
+    assert epochs == [(1, "map"), (1, "image")] * 2 + [(3, "map"), (3, "image")]
+    assert len(detector.state["loss_history"]) == len(detector.state["image_loss_history"]) == 3
     epochs.clear()
-    tiny(epochs=3).fit(NORMALS, progress=False)
-    assert epochs == [2, 2, 3]  # by default half as long as the kept head, rounded up
+    tiny(epochs=3, image_head_inputs=None).fit(NORMALS, progress=False)
+    assert epochs == [(2, "map"), (2, "map"), (3, "map")]  # by default half as long as the kept head, rounded up
 
 
 def test_the_fusion_weight_is_the_knee_of_the_validation_curve():
@@ -153,16 +154,17 @@ def test_the_saved_head_is_the_trained_head_and_calibration_scores_match_predict
     trained = {}
     original = HybridDetector._train_head
 
-    def keep(self, *args, **kwargs):
-        head, history = original(self, *args, **kwargs)
-        trained["state"] = {k: v.clone() for k, v in head.state_dict().items()}
+    def keep(self, *args, image=False, **kwargs):
+        head, history = original(self, *args, image=image, **kwargs)
+        trained["image" if image else "map"] = {k: v.clone() for k, v in head.state_dict().items()}
         return head, history
 
     monkeypatch.setattr(HybridDetector, "_train_head", keep)
     detector = tiny(select="fixed").fit(NORMALS, progress=False)
-    final = detector.model.head.state_dict()
-    # the held-out statistics must not move the head's batch-norm statistics (eval mode)
-    assert all(torch.equal(final[k].cpu(), v.cpu()) for k, v in trained["state"].items())
+    # the held-out statistics must not move the heads' batch-norm statistics (eval mode)
+    for key, head in (("map", detector.model.head), ("image", detector.model.image_head)):
+        final = head.state_dict()
+        assert all(torch.equal(final[k].cpu(), v.cpu()) for k, v in trained[key].items())
     normal_scores, anomaly_scores = detector.held_out_scores_
     assert len(normal_scores) == detector.state["n_held_out"] and len(anomaly_scores) > 0
     # a held-out normal scored at fit time (against the training folds' memory) scores no lower than predict gives
@@ -204,6 +206,40 @@ def test_the_head_sees_only_the_inputs_it_is_given(tmp_path):
         HybridDetector(context_width=0)
 
 
+def test_the_image_score_comes_from_its_own_head_on_the_distance_alone(fitted):
+    import torch
+
+    model = fitted.model
+    assert fitted.image_head_inputs == ["distance"] and first_conv(model.image_head).in_channels == 1
+    g = torch.Generator().manual_seed(0)
+    patches, residual, other = (torch.randn(2, model.features.channels, 4, 4, generator=g) for _ in range(3))
+    distance = torch.rand(2, 1, 4, 4, generator=g)
+    with torch.no_grad():
+        logits = model.image_head_logits(patches, residual, distance)
+        np.testing.assert_array_equal(model.image_head_logits(other, other, distance), logits)
+        assert not torch.equal(model.image_head_logits(patches, residual, distance * 2), logits)
+    out = model.image_head.out
+    saved = out.weight.detach().clone(), out.bias.detach().clone(), model.fusion_weights.clone()
+    try:
+        with torch.no_grad():
+            model.fusion_weights.fill_(1.0)  # both heads count, whatever the validation chose
+            before = predict(fitted)
+            out.weight.zero_()  # silence the image head: its standardised map becomes one constant
+            out.bias.zero_()
+            after = predict(fitted)
+    finally:
+        with torch.no_grad():
+            out.weight.copy_(saved[0])
+            out.bias.copy_(saved[1])
+            model.fusion_weights.copy_(saved[2])
+    np.testing.assert_array_equal(after.maps, before.maps)  # the map does not use it
+    assert not np.allclose(after.scores, before.scores)  # the image score does
+    with pytest.raises(ValueError, match="image_head_inputs must be"):
+        HybridDetector(image_head_inputs=["colour"])
+    with pytest.raises(ValueError, match="image_hidden must be"):
+        HybridDetector(image_hidden=0)
+
+
 def test_the_context_branch_lets_a_patch_see_its_neighbours_and_no_farther():
     import torch
 
@@ -229,6 +265,7 @@ def test_the_context_branch_lets_a_patch_see_its_neighbours_and_no_farther():
     [
         (dict(head_context=[]), "head_context", []),  # saved before the context branch: per-patch head
         (dict(head_context=[2], context_width=64), "context_width", 64),  # before its width was an option
+        (dict(image_head_inputs=None), "image_head_inputs", None),  # before the image score had its own head
     ],
 )
 def test_a_detector_saved_by_an_earlier_version_loads_with_the_head_it_was_saved_with(tmp_path, options, missing, value):
