@@ -74,8 +74,7 @@ def score_every_weight(detector: HybridDetector, test) -> dict:
         memory.append(z_memory)
         head.append(z_head)
         if model.image_head is not None:  # the image score's own head
-            stats = model.image_head_stats
-            image_head.append((model.image_head_logits(patches, residual, distance) - stats[0]) / stats[1])
+            image_head.append(model.standardised_image_head(patches, residual, distance))
     memory, head = torch.cat(memory), torch.cat(head)
     image_head = torch.cat(image_head) if image_head else head
     masked = np.nonzero(test.has_mask)[0]

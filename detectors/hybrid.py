@@ -102,6 +102,10 @@ class _HybridModel(nn.Module):
     def image_head_logits(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         return self.image_head(head_input(self.image_head_inputs, patches, residual, distance / self.distance_scale))
 
+    def standardised_image_head(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        """The image head's logit map, standardised on held-out normals as ``standardised`` does the map head's."""
+        return (self.image_head_logits(patches, residual, distance) - self.image_head_stats[0]) / self.image_head_stats[1]
+
     def standardised(self, distance: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (
             (distance - self.memory_stats[0]) / self.memory_stats[1],
@@ -113,9 +117,7 @@ class _HybridModel(nn.Module):
         their nearest-normal distance and residual."""
         memory, head = self.standardised(distance, self.head_logits(patches, residual, distance))
         w_map, w_image = self.fusion_weights
-        image_head = head
-        if self.image_head is not None:
-            image_head = (self.image_head_logits(patches, residual, distance) - self.image_head_stats[0]) / self.image_head_stats[1]
+        image_head = head if self.image_head is None else self.standardised_image_head(patches, residual, distance)
         return memory + w_map * head, memory + w_image * image_head
 
     def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -479,8 +481,10 @@ class HybridDetector(Detector):
         sigma = self.sigma / self.model.features.stride
         out = {"map": [], "image": []}
         for w in self.fusion_weights:
-            out["map"].append(auroc(gaussian_blur(memory + w * logits, sigma).flatten().numpy(), target))
-            out["image"].append(auroc(self._image_scores(gaussian_blur(memory + w * image_logits, sigma)).numpy(), labels))
+            fused = gaussian_blur(memory + w * logits, sigma)
+            fused_image = fused if image_logits is logits else gaussian_blur(memory + w * image_logits, sigma)
+            out["map"].append(auroc(fused.flatten().numpy(), target))
+            out["image"].append(auroc(self._image_scores(fused_image).numpy(), labels))
         return out
 
     def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:
