@@ -6,9 +6,9 @@ and which weight each selection rule picks from the synthetic validation alone.
 
 Each (category, seed) fits the default hybrid once, then scores the real test set with every weight
 in its grid (image and pixel AUROC). Nothing here feeds back into training: the real test images only
-show what a rule's choice costs. Rules: the default (knee of the mean validation curve at half of the
-best gain), the knee at 3/4, the best mean within 0.002, the best worst-generator within 0.002, and
-fixed weights. ``--json`` writes every run.
+show what a rule's choice costs. Rules: the default (the best mean validation AUROC within 0.002),
+the knee of the mean curve at half (the default until 2026-12-05) and 3/4 of the best gain, the best
+worst-generator within 0.002, and fixed weights. ``--json`` writes every run.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from detectors import HybridDetector, Prediction  # noqa: E402
 from detectors.data import load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import maps_at  # noqa: E402
 from detectors.features import to_batch  # noqa: E402
-from detectors.hybrid import knee_weight  # noqa: E402
+from detectors.hybrid import choose_weight  # noqa: E402
 from detectors.memory import nearest_maps  # noqa: E402
 from detectors.metrics import auroc  # noqa: E402
 from detectors.sizing import resize_to  # noqa: E402
@@ -37,16 +37,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CATEGORIES = "magnetic_tile,hazelnut_toy,screw,ball_screw"
 
 
-def within_best(curve: np.ndarray, weights: list[float], tolerance: float = 0.002) -> float:
-    return next(w for w, v in zip(weights, curve) if v >= curve.max() - tolerance)
-
-
 def rules(weights: list[float]) -> dict:
     return {
-        "knee 1/2 of mean (default)": lambda c: knee_weight(weights, c.mean(0), 0.5),
-        "knee 3/4 of mean": lambda c: knee_weight(weights, c.mean(0), 0.75),
-        "best mean - 0.002 (previous)": lambda c: within_best(c.mean(0), weights),
-        "best worst - 0.002": lambda c: within_best(c.min(0), weights),
+        "best mean - 0.002 (default)": lambda c: choose_weight(weights, c.mean(0)),
+        "knee 1/2 of mean (until 2026-12-05)": lambda c: choose_weight(weights, c.mean(0), 0.5, tolerance=0.0),
+        "knee 3/4 of mean": lambda c: choose_weight(weights, c.mean(0), 0.75, tolerance=0.0),
+        "best worst - 0.002": lambda c: choose_weight(weights, c.min(0)),
         "fixed 0 (memory alone)": lambda c: 0.0,
         "fixed 0.5": lambda c: 0.5,
     }
@@ -109,7 +105,7 @@ def main() -> None:
             runs.append(run)
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
-    print(f"\n{'rule':>30} {'category':>14} {'image AUROC':>12} {'pixel AUROC':>12}  weights (image; map) per seed")
+    print(f"\n{'rule':>36} {'category':>14} {'image AUROC':>12} {'pixel AUROC':>12}  weights (image; map) per seed")
     for rule_name, rule in rules(runs[0]["weights"]).items():
         for name in args.categories.split(","):
             chosen = {"image": [], "pixel": []}
@@ -119,7 +115,7 @@ def main() -> None:
                     w = rule(curves)
                     chosen[metric].append((w, run["test"][w][metric]))
             print(
-                f"{rule_name:>30} {name:>14} {np.mean([v for _, v in chosen['image']]):12.4f} {np.mean([v for _, v in chosen['pixel']]):12.4f}"
+                f"{rule_name:>36} {name:>14} {np.mean([v for _, v in chosen['image']]):12.4f} {np.mean([v for _, v in chosen['pixel']]):12.4f}"
                 f"  {[w for w, _ in chosen['image']]}; {[w for w, _ in chosen['pixel']]}"
             )
 

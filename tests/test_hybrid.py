@@ -54,7 +54,7 @@ def test_hybrid_records_how_it_chose_the_fusion(fitted):
     for key, values in (("map", fusion["validation_pixel_auroc"]), ("image", fusion["validation_image_auroc"])):
         chosen = fusion["chosen"][key]
         assert chosen in fusion["weights"]
-        target = values[0] + fitted.gain_share * (max(values) - values[0])  # that share of the best gain over the memory alone
+        target = min(values[0] + fitted.gain_share * (max(values) - values[0]), max(values) - fitted.tolerance)
         assert values[fusion["weights"].index(chosen)] >= target - 1e-3  # (the curves are recorded rounded)
         assert all(v < target + 1e-3 for w, v in zip(fusion["weights"], values) if w < chosen)  # the smallest such
     assert fitted.model.fusion_weights.tolist() == [fusion["chosen"]["map"], fusion["chosen"]["image"]]
@@ -137,15 +137,21 @@ def test_the_heads_that_choose_the_fusion_train_for_selection_epochs(monkeypatch
     assert epochs == [(2, "map"), (2, "map"), (3, "map")]  # by default half as long as the kept head, rounded up
 
 
-def test_the_fusion_weight_is_the_knee_of_the_validation_curve():
+def test_the_fusion_weight_is_the_smallest_within_the_tolerance_of_the_best():
     detector = HybridDetector()  # weights 0, 0.25, 0.5, 1, 2, 4
-    curve = np.array([0.70, 0.75, 0.80, 0.88, 0.90, 0.86])  # best gain 0.20 at w = 2
-    assert detector._choose(curve) == 0.5  # the first to reach 0.70 + 0.10
-    assert HybridDetector(gain_share=1.0)._choose(curve) == 2.0  # the best itself
+    curve = np.array([0.70, 0.75, 0.80, 0.88, 0.90, 0.86])  # best 0.90 at w = 2
+    assert detector._choose(curve) == 2.0
+    assert detector._choose(np.array([0.70, 0.75, 0.80, 0.899, 0.90, 0.86])) == 1.0  # 0.001 short of the best
+    assert HybridDetector(tolerance=0.0)._choose(np.array([0.70, 0.75, 0.80, 0.899, 0.90, 0.86])) == 2.0
+    assert HybridDetector(gain_share=0.5)._choose(curve) == 0.5  # the knee: the first to reach 0.70 + 0.10
     assert detector._choose(np.array([0.9, 0.89, 0.85, 0.8, 0.7, 0.6])) == 0.0  # the head only hurts: memory alone
     assert detector._choose(np.full(6, 0.95)) == 0.0  # a flat curve: memory alone
+    assert detector._choose(np.array([0.900, 0.901, 0.9015, 0.902, 0.90, 0.89])) == 0.0  # gains within the tolerance
     shuffled = HybridDetector(fusion_weights=(1.0, 0.0, 4.0, 0.5))  # the rule follows the weights, not their order
-    assert shuffled._choose(np.array([0.88, 0.70, 0.86, 0.80])) == 0.5
+    assert shuffled._choose(np.array([0.88, 0.70, 0.86, 0.80])) == 1.0
+    assert HybridDetector(fusion_weights=(1.0, 0.0, 4.0, 0.5), gain_share=0.5)._choose(np.array([0.88, 0.70, 0.86, 0.80])) == 0.5
+    with pytest.raises(ValueError, match="tolerance must be in"):
+        HybridDetector(tolerance=-0.1)
 
 
 def test_the_saved_head_is_the_trained_head_and_calibration_scores_match_predict(monkeypatch):
@@ -266,6 +272,7 @@ def test_the_context_branch_lets_a_patch_see_its_neighbours_and_no_farther():
         (dict(head_context=[]), "head_context", []),  # saved before the context branch: per-patch head
         (dict(head_context=[2], context_width=64), "context_width", 64),  # before its width was an option
         (dict(image_head_inputs=None), "image_head_inputs", None),  # before the image score had its own head
+        (dict(gain_share=0.5, tolerance=0.0), "tolerance", 0.0),  # before the weight rule had a tolerance
     ],
 )
 def test_a_detector_saved_by_an_earlier_version_loads_with_the_head_it_was_saved_with(tmp_path, options, missing, value):
