@@ -366,9 +366,9 @@ class HybridDetector(Detector):
             selection["method"] = "fixed" if self.select == "fixed" else "fixed (fewer than two generators to leave out)"
         else:
             scores = {"map": [], "image": []}
+            epochs = self.selection_epochs or (self.epochs + 1) // 2
             for group in tqdm(groups, desc="select fusion", unit="generator", disable=not progress):
                 kept = train_anomalies[pool_group[train_anomalies] != group]
-                epochs = self.selection_epochs or (self.epochs + 1) // 2
                 head, _ = self._train_head(data, train_normals, kept, masks, False, epochs)
                 image_head = head
                 if self.image_head_inputs is not None:
