@@ -97,11 +97,15 @@ class _HybridModel(nn.Module):
         # head weight in the anomaly map and in the image score
         self.register_buffer("fusion_weights", torch.zeros(2))
 
+    def head_input(self, names: Sequence[str], patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        """A head's input: the named maps, the distance in units of the training normals' median."""
+        return head_input(names, patches, residual, distance / self.distance_scale)
+
     def head_logits(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
-        return self.head(head_input(self.head_inputs, patches, residual, distance / self.distance_scale))
+        return self.head(self.head_input(self.head_inputs, patches, residual, distance))
 
     def image_head_logits(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
-        return self.image_head(head_input(self.image_head_inputs, patches, residual, distance / self.distance_scale))
+        return self.image_head(self.head_input(self.image_head_inputs, patches, residual, distance))
 
     def standardised_image_head(self, patches: torch.Tensor, residual: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         """The image head's logit map, standardised on held-out normals as ``standardised`` does the map head's."""
@@ -423,7 +427,7 @@ class HybridDetector(Detector):
     def _head_batch(self, data, kind: str, index, image: bool = False) -> torch.Tensor:
         patches, residual, distance = data[kind]
         inputs = self.image_head_inputs if image else self.head_inputs
-        return head_input(inputs, patches[index].float(), residual[index].float(), distance[index] / self.model.distance_scale)
+        return self.model.head_input(inputs, patches[index].float(), residual[index].float(), distance[index])
 
     def _train_head(
         self, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor, progress: bool, epochs: int | None = None,
