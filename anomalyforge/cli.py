@@ -55,9 +55,9 @@ def generator_options(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from curate.job import generate_dataset
+    from synth.dataset.generation import generate_dataset
     from synth import ImageFiles, build_generator, normal_image_paths
-    from synth.readers import normal_images_folder
+    from synth.common.readers import normal_images_folder
 
     paths = normal_image_paths(args.input)
     root = normal_images_folder(args.input)
@@ -87,8 +87,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def write_preview(dataset: str | Path, out: str | Path, n: int, columns: int, tile: int) -> Path:
-    from synth.dataset_reader import read_generated
-    from synth.pictures import contact_sheet, mask_overlay, save_png
+    from synth.dataset.reader import read_generated
+    from synth.common.pictures import contact_sheet, mask_overlay, save_png
 
     panels = []
     for sample in read_generated(dataset, limit=n):
@@ -106,7 +106,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from curate.job import generate_dataset
+    from synth.dataset.generation import generate_dataset
     from synth import ImageFiles, build_generator
     from synth.presets import preset_options
     from synth.registry import DEFAULT_MIX
@@ -136,7 +136,7 @@ def parse_options(items: list[str]) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors import detector_class
-    from detectors.data import generated_input_folder, is_generated_dataset
+    from synth.dataset.layout import generated_input_folder, is_generated_dataset
     from detectors.run_folder import train_run
     from synth.presets import guess_preset, preset_options
 
@@ -230,7 +230,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _scorer(args: argparse.Namespace):
-    from curate.scorer import EAPScorer
+    from curate.sample_scorer import EAPScorer
 
     from .recipe import checked_options
 
@@ -253,7 +253,7 @@ def _scorer_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
 
 def _engine_arguments(parser: argparse.ArgumentParser, workers: bool = True) -> None:
     """--engine and --ray-address (and --workers for commands that have no worker processes of their own)."""
-    from curate.ray_engine import ENGINES
+    from synth.dataset.ray_engine import ENGINES
 
     if workers:
         parser.add_argument("--workers", type=_positive, default=1, help="CPUs of a local Ray with --engine ray (default 1)")
@@ -265,7 +265,7 @@ def _engine_arguments(parser: argparse.ArgumentParser, workers: bool = True) -> 
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from curate.scoring import score_dataset
+    from curate.dataset_scores import score_dataset
 
     scored = score_dataset(
         args.dataset, _scorer(args), args.normals, progress=not args.quiet, engine=args.engine, workers=args.workers,
@@ -284,7 +284,7 @@ CURATE_FLAGS = {"top_fraction": "--top", "per_generator": "--per-generator", "qu
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from curate.curation import curate_dataset
+    from curate.curation_job import curate_dataset
     from curate.selection import SelectionOptionError
 
     selection = {
@@ -350,7 +350,7 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
     generator.save_pretrained(out)
     if args.preview:
         from synth.diffusion import example_defects
-        from synth.pictures import save_png, shots_sheet
+        from synth.common.pictures import save_png, shots_sheet
 
         samples = example_defects(generator, normals, args.preview)
         print(f"preview sheet: {save_png(out / 'preview.png', shots_sheet(shots, samples, args.preview))}")
@@ -373,7 +373,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
-    from synth.storage import check_output_folder
+    from synth.common.storage import check_output_folder
 
     from .pipeline import MANIFEST, run_recipe
     from .recipe import dump_recipe, load_recipe
@@ -398,7 +398,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from curate.selection import SELECTION_DEFAULTS
-    from curate.writers import FORMATS
+    from synth.dataset.writers import FORMATS
     from detectors.registry import DETECTORS
     from synth.presets import PRESETS
     from synth.registry import BACKENDS, GENERATORS

@@ -26,7 +26,7 @@ def demo_images(tile: int = 256) -> dict[str, np.ndarray]:
 
 def write_demo_images(folder: str | Path, tile: int = 256) -> list[Path]:
     """Write the demo tiles as PNG files into ``folder``; returns their paths."""
-    from synth.pictures import save_png
+    from synth.common.pictures import save_png
 
     folder = Path(folder)
     return [save_png(folder / name, image) for name, image in demo_images(tile).items()]

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from synth.files import write_atomic, write_json
-from synth.storage import check_output_folder
+from synth.common.files import write_atomic, write_json
+from synth.common.storage import check_output_folder
 
 from .recipe import EMBEDDED, NOT_OUTPUT, dump_recipe
 from .run_context import RunContext
@@ -129,7 +129,7 @@ def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
     """Learn the real defect types from a few shots with a diffusion model (few-shot recipes)."""
     from synth import ImageFiles, normal_image_paths
     from synth.diffusion import example_defects, split_shots
-    from synth.pictures import save_png, shots_sheet
+    from synth.common.pictures import save_png, shots_sheet
     from synth.presets import preset_options
     from synth.registry import BACKENDS
 
@@ -168,7 +168,7 @@ def build_mix(recipe: dict[str, Any], sources: Any, model: str | None = None):
 
 
 def step_generate(ctx: RunContext) -> dict[str, Any]:
-    from curate.job import generate_dataset
+    from synth.dataset.generation import generate_dataset
     from synth import ImageFiles, normal_image_paths
 
     gen = ctx.recipe["generate"]
@@ -187,9 +187,9 @@ def step_generate(ctx: RunContext) -> dict[str, Any]:
 
 
 def step_curate(ctx: RunContext) -> dict[str, Any]:
-    from curate.curation import curate_dataset
-    from curate.scorer import EAPScorer
-    from curate.scoring import load_scores
+    from curate.curation_job import curate_dataset
+    from curate.sample_scorer import EAPScorer
+    from curate.dataset_scores import load_scores
     from curate.selection import SELECTION_OPTIONS
 
     cur = ctx.recipe["curate"]

@@ -15,8 +15,8 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
-from synth.readers import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
-from synth.storage import Store, as_store, check_output_folder, is_url
+from synth.common.readers import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
+from synth.common.storage import Store, as_store, check_output_folder, is_url
 
 PREDICTIONS = "predictions.csv"
 SUMMARY = "predictions.json"
@@ -116,8 +116,8 @@ def predict_paths(
     files are named, skipped and listed; the rest is written."""
     from tqdm.auto import tqdm
 
-    from synth.pictures import heatmap_overlay
-    from synth.png import encode_png
+    from synth.common.pictures import heatmap_overlay
+    from synth.common.png import encode_png
 
     store = as_store(out)
     files = input_files(inputs)

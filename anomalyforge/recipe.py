@@ -19,11 +19,11 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
-from curate.ray_engine import ENGINES
+from synth.dataset.ray_engine import ENGINES
 from curate.selection import SELECTION_DEFAULTS, SELECTION_OPTIONS, SelectionOptionError, check_selection
-from curate.writers import FORMATS
+from synth.dataset.writers import FORMATS
 from detectors.registry import DETECTORS
-from synth.png import check_compression
+from synth.common.png import check_compression
 from synth.presets import PRESETS, preset_options
 from synth.registry import BACKENDS, DEFAULT_MIX, GENERATORS, MIXABLE
 
@@ -461,7 +461,7 @@ def _validate_generate(check: _Checker, recipe: dict[str, Any]) -> None:
 
 
 def _validate_curate(check: _Checker, recipe: dict[str, Any]) -> None:
-    from curate.scorer import EAPScorer
+    from curate.sample_scorer import EAPScorer
 
     cur = recipe["curate"]
     try:

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.scorer import EAPScorer  # noqa: E402
+from curate.sample_scorer import EAPScorer  # noqa: E402
 from detectors import FeatureDiscriminator  # noqa: E402
 from detectors.base import Anomaly  # noqa: E402
 from detectors.data import load_normals, load_test_set  # noqa: E402
@@ -36,7 +36,7 @@ from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.synthetic import make_generator, synthesise  # noqa: E402
 from synth import ImageFiles, normal_image_paths  # noqa: E402
 from synth.diffusion import ScratchDefectDiffusion, split_shots  # noqa: E402
-from synth.pictures import save_png, shots_sheet  # noqa: E402
+from synth.common.pictures import save_png, shots_sheet  # noqa: E402
 from synth.presets import guess_preset, preset_options  # noqa: E402
 
 

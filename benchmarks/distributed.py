@@ -34,7 +34,7 @@ def folder_bytes(root: Path) -> dict[str, bytes]:
 
 
 def timed_generation(paths, n: int, out: Path, fmt: str, workers: int, engine: str) -> float:
-    from curate import generate_dataset
+    from synth.dataset import generate_dataset
     from synth import ImageFiles, build_generator
 
     generator = build_generator("mix", sources=ImageFiles(paths))
@@ -75,7 +75,8 @@ def scoring(paths, n: int, workers: int, tmp: Path) -> None:
     import numpy as np
     import ray
 
-    from curate import EAPScorer, generate_dataset, score_dataset
+    from curate import EAPScorer, score_dataset
+    from synth.dataset import generate_dataset
     from synth import ImageFiles, build_generator
 
     dataset = tmp / "to-score"

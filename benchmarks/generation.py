@@ -140,7 +140,7 @@ def case(kind: str, generator: str, inputs: Path, n: int, fmt: str = "", workers
     import cv2
     import numpy as np
 
-    from curate import generate_dataset
+    from synth.dataset import generate_dataset
     from synth import ImageFiles, list_images, read_image
 
     cv2.setNumThreads(1)

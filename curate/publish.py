@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from synth.dataset_reader import dataset_format
-from .job import RUN_INFO
-from .scoring import SCORES_FILE, refresh_card
+from synth.dataset.layout import RUN_INFO, dataset_format
+
+from .dataset_scores import SCORES_FILE, refresh_card
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # local bookkeeping that stays on this machine (dataset.json holds local paths)

@@ -3,7 +3,7 @@
 Names load their module when first used.
 """
 
-from synth.lazy import lazy_exports
+from synth.common.lazy import lazy_exports
 
 _EXPORTS = {
     "Backbone": ".backbone",

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from synth.files import atomic_path, write_atomic
-from synth.params import Configurable
-from synth.saved import read_saved_config
+from synth.common.files import atomic_path, write_atomic
+from synth.common.params import Configurable
+from synth.common.saved import read_saved_config
 
 from .registry import DETECTORS
 from .sizing import STRIDE, Aspect, SizeRule, resize_to
@@ -190,7 +190,7 @@ class Detector(Configurable, ABC):
         """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
         if not self.is_fitted:
             raise RuntimeError("only a fitted detector can be saved")
-        from synth.version import __version__
+        from synth.common.version import __version__
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

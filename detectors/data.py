@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +10,9 @@ from typing import Collection, Sequence
 import numpy as np
 
 from synth.base import MIN_SIDE, ImageTooSmallError, check_image
-from synth.readers import ImageReadError, mvtec_test_images, normal_image_paths, read_image, read_mask
-from synth.storage import Store, as_store
+from synth.common.readers import ImageReadError, mvtec_test_images, normal_image_paths, read_image, read_mask
+from synth.dataset.layout import RUN_INFO, generated_input_folder
+from synth.dataset.reader import read_generated
 
 from .base import Anomaly
 from .sizing import SizeRule, image_shapes, resize_mask_to, resize_to
@@ -109,11 +109,6 @@ def load_test_set(
     return TestSet(images, masks, np.array(labels), defects, paths, skipped, np.array(has_mask, bool))
 
 
-def is_generated_dataset(folder: str | Path) -> bool:
-    store = Store(folder)
-    return store.is_file("dataset.json") and store.is_file("manifest.jsonl")
-
-
 def load_generated_anomalies(
     folder: str | Path,
     shape: tuple[int, int],
@@ -123,9 +118,7 @@ def load_generated_anomalies(
     """The anomalous samples of a dataset written by ``anomalyforge generate`` (either format), with
     their generator; ``source`` is the sample's source image's index in ``normal_paths`` when it is
     one of them (a detector then never compares the sample with its own source image)."""
-    from synth.dataset_reader import read_generated
-
-    input_root = Path(generated_input_folder(folder)) if (Path(folder) / "dataset.json").is_file() else Path(folder)
+    input_root = Path(generated_input_folder(folder)) if (Path(folder) / RUN_INFO).is_file() else Path(folder)
     index_of = {Path(p).resolve(): i for i, p in enumerate(normal_paths)}
     anomalies = []
     for sample in read_generated(folder):
@@ -142,9 +135,3 @@ def load_generated_anomalies(
     if not anomalies:
         raise ValueError(f"{folder}: the generated dataset holds no anomalous samples")
     return anomalies
-
-
-def generated_input_folder(folder: "str | Path | Store") -> str:
-    """The normal-image folder (path or URL) a generated dataset was made from (recorded in its
-    dataset.json)."""
-    return json.loads(as_store(folder).read_bytes("dataset.json"))["input"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from synth.files import write_atomic
-from synth.storage import check_output_folder
+from synth.common.files import write_atomic
+from synth.common.storage import check_output_folder
 
 from .base import Detector, Prediction
 from .data import TestSet
@@ -139,7 +139,7 @@ def write_overlays(
     with a close-up of the image around each defect (or the hottest spot), the likeliest errors
     first, and the heat maps' colour scale. With a calibrated ``detector``, captions give the normalised
     score (0.5 = the threshold) and the decision."""
-    from synth.pictures import colour_bar, contact_sheet, heatmap_overlay, mask_overlay, save_png
+    from synth.common.pictures import colour_bar, contact_sheet, heatmap_overlay, mask_overlay, save_png
 
     if count <= 0:
         return None

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from synth.files import atomic_path
+from synth.common.files import atomic_path
 
 from .base import Detector
 from .features import PatchFeatures

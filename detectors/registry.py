@@ -1,6 +1,6 @@
 """The detectors by name: the CLI's choices, recipes and ``load_detector`` read this table."""
 
-from synth.registry import Registry
+from synth.common.registry import Registry
 
 DETECTORS = Registry("detector", {
     "hybrid": "detectors.hybrid:HybridDetector",

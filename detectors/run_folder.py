@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from synth.files import write_atomic
-from synth.storage import check_output_folder
+from synth.common.files import write_atomic
+from synth.common.storage import check_output_folder
 
 from .base import Detector, detector_class
 from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_scores, held_out_split

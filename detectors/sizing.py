@@ -121,7 +121,7 @@ def image_shapes(paths: Sequence[str | Path]) -> list[tuple[int, int]]:
     """(height, width) of image files, read from their headers where possible (no full decode)."""
     from PIL import Image
 
-    from synth.readers import ImageReadError, read_image
+    from synth.common.readers import ImageReadError, read_image
 
     shapes = []
     for path in paths:

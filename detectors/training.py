@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from synth.saved import make_accelerator
+from synth.common.saved import make_accelerator
 
 
 def rank_steps(steps: int, rank: int, world: int) -> range:

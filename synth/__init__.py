@@ -4,7 +4,7 @@ The ground floor of the packages: image reading, generators, the generated-datas
 Names load their module when first used (torch, albumentations and diffusers only when needed).
 """
 
-from .lazy import lazy_exports
+from .common.lazy import lazy_exports
 
 _EXPORTS = {
     "AnomalyGenerator": ".base", "Sample": ".base",
@@ -12,18 +12,20 @@ _EXPORTS = {
     "DefectMaskSampler": ".defect_masks",
     "object_mask": ".foreground",
     "perlin_mask": ".perlin", "perlin_noise": ".perlin",
-    "ImageFiles": ".readers", "ImageReadError": ".readers", "TestImage": ".readers", "list_images": ".readers",
-    "mvtec_test_images": ".readers", "normal_image_paths": ".readers", "read_image": ".readers", "read_mask": ".readers",
+    "ImageFiles": ".common.readers", "ImageReadError": ".common.readers", "TestImage": ".common.readers",
+    "list_images": ".common.readers", "mvtec_test_images": ".common.readers", "normal_image_paths": ".common.readers",
+    "read_image": ".common.readers", "read_mask": ".common.readers",
     "GENERATORS": ".registry", "build_generator": ".registry",
     "TextureSource": ".textures",
     "SyntheticAnomalyDataset": ".torch_dataset",
     "AnomalyTransform": ".transform",
-    "GeneratedSample": ".dataset_reader", "read_generated": ".dataset_reader",
-    "Manifest": ".manifest",
-    "contact_sheet": ".pictures", "heatmap_overlay": ".pictures", "mask_overlay": ".pictures", "save_png": ".pictures",
+    "GeneratedSample": ".dataset.reader", "read_generated": ".dataset.reader",
+    "Manifest": ".dataset.manifest",
+    "contact_sheet": ".common.pictures", "heatmap_overlay": ".common.pictures", "mask_overlay": ".common.pictures",
+    "save_png": ".common.pictures",
     "DefectDiffusion": ".diffusion", "DefectShot": ".diffusion", "PretrainedDefectDiffusion": ".diffusion",
     "ScratchDefectDiffusion": ".diffusion",
-    "__version__": ".version",
+    "__version__": ".common.version",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .params import Configurable
+from .common.params import Configurable
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 
 from .base import AnomalyGenerator, to_rgb
 from .foreground import object_mask
-from .readers import draw_readable
+from .common.readers import draw_readable
 
 LabelMode = Literal["binary", "intensity", "logistic-intensity"]
 Blend = Literal["source", "mixed", "random"]

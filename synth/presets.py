@@ -29,7 +29,7 @@ def guess_preset(folder: str | Path, threshold: float = 12.0) -> str:
     import numpy as np
 
     from .foreground import background_colour
-    from .readers import ImageReadError, normal_image_paths, read_image
+    from .common.readers import ImageReadError, normal_image_paths, read_image
 
     spreads = []
     for path in normal_image_paths(folder)[:8]:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .readers import IMAGE_SUFFIXES, ImageReadError, draw_readable, read_image
+from .common.readers import IMAGE_SUFFIXES, ImageReadError, draw_readable, read_image
 
 BUNDLED = ("brick", "grass", "gravel", "immunohistochemistry")
 

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .base import AnomalyGenerator, to_rgb
-from .readers import read_image
+from .common.readers import read_image
 
 
 class SyntheticAnomalyDataset(Dataset):

@@ -89,7 +89,7 @@ def test_generate_with_no_usable_image_leaves_no_output(tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["mvtec", "hf"])
 def test_generate_grows_a_dataset_and_names_every_difference(tmp_path, folder, fmt, capsys):
-    from synth.dataset_reader import read_generated
+    from synth.dataset.reader import read_generated
 
     common = ["generate", "--input", str(folder), "--generator", "cutpaste", "--seed", "3", "--format", fmt,
               "--shard-size", "4", "--quiet"]

@@ -10,10 +10,9 @@ import torch
 from conftest import smooth, textured, write_images
 
 from anomalyforge.cli import main
-from curate import (
-    Candidate, EAPScorer, curate_dataset, generate_dataset, load_scores, publish_dataset, score_dataset, select,
-)
+from curate import Candidate, EAPScorer, curate_dataset, load_scores, publish_dataset, score_dataset, select
 from synth import ImageFiles, build_generator, read_generated
+from synth.dataset import generate_dataset
 
 NORMALS = [textured(64, 64, seed=i) for i in range(16)]
 
@@ -316,7 +315,7 @@ def test_labelled_defects_set_the_prior_and_the_ball_size():
 
 
 def test_card_license_metadata_is_a_hub_id_or_other():
-    from curate.card import hub_license
+    from synth.dataset.card import hub_license
 
     assert hub_license("CC-BY-4.0") == "cc-by-4.0" and hub_license(" MIT ") == "mit"
     assert hub_license("free for research use; cite the paper") == "other" and hub_license(None) == "other"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import folder_bytes, mix, textured
 
-from curate import generate_dataset, sample_seed
-from curate.writers import mask_to_uint8
+from synth.dataset import generate_dataset, sample_seed
+from synth.dataset.writers import mask_to_uint8
 from synth import CutPaste, ImageFiles, build_generator, read_generated, read_image
 
 
@@ -145,7 +145,7 @@ def test_workers_start_after_the_parent_used_opencv_threads(tmp_path, normals):
 
     script = (
         "import sys, cv2, numpy as np\n"
-        "from curate import generate_dataset\nfrom synth import CutPaste\n"
+        "from synth.dataset import generate_dataset\nfrom synth import CutPaste\n"
         "cv2.setNumThreads(2)\n"
         "big = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)\n"
         "cv2.GaussianBlur(big, (0, 0), 5); cv2.resize(big, (300, 300))\n"
@@ -193,7 +193,7 @@ def png_row_filters(data: bytes, height: int) -> set[int]:
 
 
 def test_default_png_is_lossless_and_uses_the_up_filter():
-    from synth.png import encode_png
+    from synth.common.png import encode_png
 
     image, grey = textured(40, 56, seed=2), textured(40, 56, seed=3, grey=True)
     for array, flag in ((image, cv2.IMREAD_COLOR), (grey, cv2.IMREAD_GRAYSCALE)):
@@ -216,9 +216,9 @@ def test_local_workers_run_blas_on_one_thread(normals):
     """Worker processes share the cores: BLAS and OpenMP pools of one thread each, not one per core."""
     import multiprocessing as mp
 
-    from curate.job import _Context, _init_pool_worker
+    from synth.dataset.generation import GenerationTask, _init_pool_worker
 
-    context = _Context(normals, normals[0].parent, mix(normals), 0)
-    with mp.get_context("fork").Pool(1, initializer=_init_pool_worker, initargs=(context, False)) as pool:
+    task = GenerationTask(normals, normals[0].parent, mix(normals), 0)
+    with mp.get_context("fork").Pool(1, initializer=_init_pool_worker, initargs=(task, False)) as pool:
         threads = pool.map(_worker_threads, [0])[0]
     assert threads and set(threads) == {1}

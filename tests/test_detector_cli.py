@@ -174,7 +174,7 @@ def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp
     # the same inbox read from an fsspec store, the outputs written to one
     import fsspec
 
-    from synth.storage import Store
+    from synth.common.storage import Store
 
     for path in sorted(inbox.rglob("*.png")):
         fsspec.filesystem("memory").pipe_file(f"/{tmp_path.name}/inbox/{path.relative_to(inbox).as_posix()}", path.read_bytes())

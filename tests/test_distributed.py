@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from conftest import folder_bytes, mix, smooth, write_images
 
-from curate import EAPScorer, generate_dataset, score_dataset
+from curate import EAPScorer, score_dataset
+from synth.dataset import generate_dataset
 from synth import ImageFiles, build_generator, read_generated
-from synth.storage import Store
+from synth.common.storage import Store
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_stopping_early_waits_for_the_cancelled_tasks(tmp_path, ray_cluster):
     follows clears what they left and no task writes behind it."""
     import time
 
-    from curate.ray_engine import ordered
+    from synth.dataset.ray_engine import ordered
 
     @ray_cluster.remote
     def task(index, folder):
@@ -110,7 +111,7 @@ def test_scoring_on_ray_equals_scoring_locally(tmp_path, ray_cluster, fmt, monke
     shutil.copytree(one, two)
     import torch
 
-    monkeypatch.setattr("curate.scoring.RAY_CHUNK", 4)  # several tasks for 14 samples
+    monkeypatch.setattr("curate.dataset_scores.RAY_CHUNK", 4)  # several tasks for 14 samples
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a Ray task: the same summation order, the same bits
     try:
@@ -246,7 +247,7 @@ def test_ray_refuses_a_store_its_workers_cannot_reach(tmp_path, normals, ray_clu
 
 
 def test_chunks_are_whole_shards_or_small_enough_for_every_cpu():
-    from curate.ray_engine import generation_chunks
+    from synth.dataset.generation import generation_chunks
 
     todo = [i for i in range(25) if i not in (3, 4)]  # a resumed run: two samples are done
     shards = generation_chunks(todo, "hf", shard_size=10, cpus=4)

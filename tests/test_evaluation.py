@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from synth.pictures import colour_bar, mask_overlay
+from synth.common.pictures import colour_bar, mask_overlay
 from detectors.base import Prediction
 from detectors.data import TestSet
 from detectors.evaluation import check_test_set, metrics_for, overlay_choice

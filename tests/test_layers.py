@@ -35,7 +35,7 @@ def test_an_upward_import_breaks_the_contracts(tmp_path):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     assert lint_imports(tmp_path).returncode == 0  # the copy alone keeps them
-    files = tmp_path / "synth" / "files.py"
+    files = tmp_path / "synth" / "common" / "files.py"
     files.write_text(files.read_text() + "\n\ndef _upward():\n    from curate import selection\n")
     result = lint_imports(tmp_path)
     assert result.returncode != 0
@@ -82,7 +82,7 @@ def test_every_registered_name_loads_its_class():
 
 
 def contract_objects():
-    from curate.scorer import EAPScorer
+    from curate.sample_scorer import EAPScorer
     from detectors.registry import DETECTORS
     from synth import CutPaste, DRAEM, NSA, Mix
 
@@ -106,7 +106,7 @@ def test_get_params_rebuilds_the_same_object(obj):
 
 
 def test_get_config_leaves_out_what_does_not_decide_the_output():
-    from curate.scorer import EAPScorer
+    from curate.sample_scorer import EAPScorer
 
     assert EAPScorer(batch_size=3, device="cpu").get_config() == EAPScorer().get_config()
     assert EAPScorer(n_subsets=7).get_config() != EAPScorer().get_config()
@@ -140,12 +140,13 @@ def test_presets_come_from_one_table():
 
 
 def test_cached_sources_are_read_only(tmp_path):
-    from curate import job
+    from synth.common.readers import read_image
+    from synth.dataset.generation import GenerationTask, SampleMaker
 
     path = write_images(tmp_path / "good", [textured(32, 32)], "n")[0]
-    job._init_worker(None)
-    first = job._read_source(path)
-    assert job._read_source(path) is first
+    maker = SampleMaker(GenerationTask([path], path.parent, None, 0))
+    first = maker.read_source(path)
+    assert maker.read_source(path) is first
     with pytest.raises(ValueError):
         first[0, 0, 0] = 1
-    np.testing.assert_array_equal(first, job.read_image(path))
+    np.testing.assert_array_equal(first, read_image(path))

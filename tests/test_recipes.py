@@ -199,12 +199,12 @@ def test_tiny_recipe_runs_end_to_end_then_skips_finished_steps(recipe_file, tmp_
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(category, tmp_path, monkeypatch):
-    import curate.job
+    import synth.dataset.generation
     import detectors.run_folder
 
     recipe_file = write_recipe(tmp_path / "tiny.yaml", tiny_recipe(category, generate={"shard_size": 4}))
     out = tmp_path / "run"
-    real_generate, real_train = curate.job.generate_dataset, detectors.run_folder.train_run
+    real_generate, real_train = synth.dataset.generation.generate_dataset, detectors.run_folder.train_run
 
     def stop_after_five(*args, **kwargs):
         def on_sample(index):
@@ -213,7 +213,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(category, tmp_path, monkeyp
 
         return real_generate(*args, **kwargs, on_sample=on_sample)
 
-    monkeypatch.setattr(curate.job, "generate_dataset", stop_after_five)
+    monkeypatch.setattr(synth.dataset.generation, "generate_dataset", stop_after_five)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(load_recipe(recipe_file), out, progress=False, echo=lambda _: None)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -224,7 +224,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(category, tmp_path, monkeyp
     def interrupted_training(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(curate.job, "generate_dataset", real_generate)
+    monkeypatch.setattr(synth.dataset.generation, "generate_dataset", real_generate)
     monkeypatch.setattr(detectors.run_folder, "train_run", interrupted_training)
     lines = []
     with pytest.raises(KeyboardInterrupt):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from ..base import AnomalyGenerator, to_jsonable
 from ..defect_masks import MASK_MODES, DefectMaskSampler
 from ..registry import BACKENDS
-from ..saved import read_saved_config
+from ..common.saved import read_saved_config
 from .crops import crop, defect_window, paste
 from .shots import DefectShot, defect_types
 from .training_windows import TrainingWindows, crop_mask
@@ -215,7 +215,7 @@ class DefectDiffusion(AnomalyGenerator):
         """Write ``generator.json``, the real masks (``masks.safetensors``) and the model's weights."""
         if not self.is_fitted:
             raise RuntimeError("only a fitted generator can be saved")
-        from synth.version import __version__
+        from ..common.version import __version__
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .generator import DefectDiffusion
-from ..saved import make_accelerator
+from ..common.saved import make_accelerator
 from .trainer import TrainingRun, train
 from .training_windows import TrainingWindows
 

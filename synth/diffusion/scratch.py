@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from .generator import DefectDiffusion
 from .pipeline import MaskedDefectPipeline, unet_input
-from ..saved import make_accelerator
+from ..common.saved import make_accelerator
 from .trainer import TrainingRun, train
 from .training_windows import TrainingWindows, to_tensor, to_uint8
 

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from .storage import Store, as_store
-
-MANIFEST = "manifest.jsonl"
+from ..common.storage import Store, as_store
+from .layout import MANIFEST
 
 
 def manifest_lines(records: Iterable[dict]) -> str:

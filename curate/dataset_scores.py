@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -17,15 +17,16 @@ import torch
 from safetensors.torch import load, save
 from tqdm.auto import tqdm
 
-from synth.dataset_reader import GeneratedSample, dataset_format, read_generated
-from synth.manifest import Manifest
-from synth.storage import Store, as_store
+from synth.common.storage import Store, as_store
+from synth.dataset.card import write_dataset_card
+from synth.dataset.layout import RUN_INFO, dataset_format, generated_input_folder, read_run_info, shards
+from synth.dataset.manifest import Manifest
+from synth.dataset.ray_engine import check_engine, ray_session, run_chunks
+from synth.dataset.reader import GeneratedSample, read_generated
+from synth.dataset.writers import hf_schema
 
-from .card import write_dataset_card
-from .job import RUN_INFO, read_run_info
-from .scorer import EAPScorer
+from .sample_scorer import EAPScorer
 from .selection import Candidate
-from .writers import hf_schema
 
 SCORES_FILE = "eap_scores.safetensors"
 SUMMARY_FILE = "eap.json"
@@ -121,9 +122,7 @@ def score_dataset(
     ``errors`` (and in ``eap.json``); unchanged samples (label 0) get no score. ``dataset`` and
     ``normals`` may be fsspec URLs. ``engine="ray"``: the fit stays here, the samples are scored by
     Ray tasks (``ray_address``: an existing cluster; none: a local Ray with ``workers`` CPUs)."""
-    from detectors.data import generated_input_folder, load_normals
-
-    from .ray_engine import check_engine
+    from detectors.data import load_normals
 
     store = as_store(dataset)
     check_engine(engine, store)
@@ -138,8 +137,6 @@ def score_dataset(
     indices = sorted(Manifest(store).load())
     bar = tqdm(total=len(indices), desc="EAP score", unit="img", disable=not progress)
     if engine == "ray":
-        from .ray_engine import ray_scores
-
         candidates = []
         chunk = scorer.batch_size * max(1, RAY_CHUNK // scorer.batch_size)
         for part, part_errors in ray_scores(scorer, store, indices, workers, ray_address, chunk):
@@ -163,6 +160,27 @@ def score_dataset(
 
         scored.report = write_report(store.local, candidates, summary, store.local / "report")
     return scored
+
+
+def _score_chunk(shared: tuple[EAPScorer, Store], indices: list[int]) -> tuple[list[Candidate], dict[int, str]]:
+    """One distributed task: score ``indices`` (on the worker's GPU when it has one)."""
+    scorer, store = shared
+    scorer.features_.to(scorer.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    errors: dict[int, str] = {}
+    return score_samples(scorer, read_generated(store, errors=errors, indices=indices)), errors
+
+
+def ray_scores(
+    scorer: EAPScorer, store: Store, indices: list[int], workers: int, address: str | None, chunk_size: int,
+) -> Iterator[tuple[list[Candidate], dict[int, str]]]:
+    """(candidates, unreadable samples) per chunk of ``indices``, in order, scored by Ray tasks with
+    the fitted ``scorer`` (on GPU workers when the cluster has GPUs and the scorer's device is not
+    fixed to the CPU)."""
+    with ray_session(address, workers) as ray:
+        gpus = 0 if str(scorer.device or "").startswith("cpu") else ray.cluster_resources().get("GPU", 0)
+        scorer.features_.cpu()  # shipped on the CPU: a worker without a GPU can read it
+        chunks = [indices[k:k + chunk_size] for k in range(0, len(indices), chunk_size)]
+        yield from run_chunks(ray, _score_chunk, (scorer, store), chunks, workers, gpus=1 if gpus else 0)
 
 
 def store_scores(scored: ScoredDataset) -> None:
@@ -197,7 +215,7 @@ def store_scores(scored: ScoredDataset) -> None:
 
 def _write_eap_column(root: Store, values: dict[int, float]) -> None:
     schema = hf_schema()
-    for shard in root.glob("data", "train-*.parquet"):
+    for shard in shards(root):
         with root.open(shard) as handle:
             table = pq.read_table(handle)
         indices = [int(p.split(".")[0]) for p in table.column("image").combine_chunks().field("path").to_pylist()]

@@ -10,8 +10,9 @@ from typing import Any, Collection, Iterator
 import cv2
 import numpy as np
 
+from .layout import dataset_format, shards
 from .manifest import Manifest
-from .storage import Store, as_store
+from ..common.storage import Store, as_store
 
 
 @dataclass
@@ -36,15 +37,6 @@ def _decode_file(store: Store, relative: str, grey: bool) -> np.ndarray:
         raise ValueError(f"{name}: cannot read ({error.strerror or error})") from None
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
-
-
-def dataset_format(root: str | Path | Store) -> str:
-    store = as_store(root)
-    if store.glob("data", "train-*.parquet"):
-        return "hf"
-    if store.exists("manifest.jsonl"):
-        return "mvtec"
-    raise FileNotFoundError(f"{store} is not a dataset written by anomalyforge generate (no manifest.jsonl)")
 
 
 def read_generated(
@@ -110,7 +102,7 @@ def _hub_rows(store: Store) -> Iterator[tuple[str, dict[str, Any]]]:
     """(shard file name, row) of a hub folder's shards, one row group in memory at a time."""
     import pyarrow.parquet as pq
 
-    for shard in store.glob("data", "train-*.parquet"):
+    for shard in shards(store):
         with store.open(shard) as handle:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from detectors.features import PatchFeatures, to_batch
 from detectors.sizing import SizeRule, resize_to
-from synth.params import Configurable
+from synth.common.params import Configurable
 
-from .eap import ExpectedAnomalyPosterior
+from .posterior import ExpectedAnomalyPosterior
 from .support import OutsideSupport, outside_cells
 
 

@@ -2,7 +2,7 @@
 
 One small interface for the few operations a dataset needs, so writers, readers and jobs do not
 care where their files are. Local folders (plain paths and ``file://`` URLs) keep the full
-guarantees of :mod:`synth.files`: a file is written to a temporary name and renamed into place.
+guarantees of :mod:`synth.common.files`: a file is written to a temporary name and renamed into place.
 On object stores (S3, GCS, Azure, memory) an object becomes visible only when its upload is
 complete, so each file is written straight to its key: readers never see half a file, but there is
 no rename, and a folder is not a thing that exists on its own. Other fsspec filesystems get a

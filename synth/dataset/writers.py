@@ -18,11 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from synth.manifest import Manifest
-from synth.storage import Store, as_store
-
-FORMATS = ("mvtec", "hf")
-
+from .layout import FORMATS, SHARD_FOLDER, sample_paths, shard_path, shards
+from .manifest import Manifest
+from ..common.storage import Store, as_store
 
 @dataclass
 class EncodedSample:
@@ -117,11 +115,7 @@ class MVTecWriter(DatasetWriter):
 
     def paths(self, record: dict) -> tuple[str, str | None]:
         """The image and mask files of a record, relative to the root."""
-        name = f"{int(record['index']):06d}"
-        if record["label"] == 0:
-            return f"test/good/{name}.png", None
-        folder = record["generator"]
-        return f"test/{folder}/{name}.png", f"ground_truth/{folder}/{name}_mask.png"
+        return sample_paths(None if record["label"] == 0 else record["generator"], f"{int(record['index']):06d}")
 
     def open(self) -> set[int]:
         self.store.make_folder()
@@ -197,17 +191,17 @@ class HubFolderWriter(DatasetWriter):
 
     def shard_path(self, shard: int) -> str:
         """Shard ``shard``'s file, relative to the root."""
-        return f"data/train-{shard:05d}-of-{self.n_shards:05d}.parquet"
+        return shard_path(shard, self.n_shards)
 
     def shard_range(self, shard: int) -> range:
         return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.total))
 
     def open(self) -> set[int]:
-        self.store.make_folder("data")
+        self.store.make_folder(SHARD_FOLDER)
         self.store.remove_temporaries()
         self._adopt_shards_of_smaller_run()
         records = self.manifest.load()
-        present = set(self.store.glob("data", "train-*.parquet"))
+        present = set(shards(self.store))
         backed: dict[int, dict] = {}
         for shard in range(self.n_shards):
             path = self.shard_path(shard)
@@ -222,7 +216,7 @@ class HubFolderWriter(DatasetWriter):
     def _adopt_shards_of_smaller_run(self) -> None:
         """A dataset grown to a larger ``total``: its full shards are renamed to the new shard count, a
         last partial one is dropped (its samples are made again, identical)."""
-        for path in self.store.glob("data", "train-*-of-*.parquet"):
+        for path in shards(self.store):
             name = posixpath.basename(path)
             if name.endswith(f"-of-{self.n_shards:05d}.parquet"):
                 continue
@@ -275,8 +269,8 @@ class HubFolderWriter(DatasetWriter):
         """Where a shard is written before it is published: beside it on a local disk, else in the
         local temporary folder (uploaded whole when complete)."""
         if self.store.local is not None:
-            self.store.make_folder("data")
-            return self.store.path(f"data/.tmp-{os.getpid()}-train-{shard:05d}.parquet")
+            self.store.make_folder(SHARD_FOLDER)
+            return self.store.path(f"{SHARD_FOLDER}/.tmp-{os.getpid()}-train-{shard:05d}.parquet")
         handle, path = tempfile.mkstemp(prefix=".tmp-train-", suffix=".parquet")
         os.close(handle)
         return path

@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
-from synth.manifest import Manifest
-from synth.storage import Store, as_store
+from .layout import SHARD_FILES, shards
+from .manifest import Manifest
+from ..common.storage import Store, as_store
 
 FEATURE_YAML = [
     {"name": "image", "dtype": "image"}, {"name": "mask", "dtype": "image"}, {"name": "label", "dtype": "int64"},
@@ -41,16 +42,16 @@ def write_dataset_card(root: str | Path | Store, info: dict[str, Any], extra_sec
     """Write ``README.md`` for the folder from its shards, manifest and run ``info``; returns its
     path (a URL on a remote store)."""
     store = as_store(root)
-    shards = store.glob("data", "train-*.parquet")
+    files = shards(store)
     records = Manifest(store).load()
     counts = Counter(r["generator"] for r in records.values() if r["label"] > 0)
     normals = sum(1 for r in records.values() if r["label"] == 0)
-    size = sum(store.size(p) for p in shards)
+    size = sum(store.size(p) for p in files)
     header = {
         "license": hub_license(info.get("license")),
         "task_categories": ["image-segmentation"],
         "tags": ["anomaly-detection", "synthetic", "anomalyforge"],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": SHARD_FILES}]}],
         "dataset_info": {
             "features": FEATURE_YAML,
             "splits": [{"name": "train", "num_bytes": size, "num_examples": len(records)}],
