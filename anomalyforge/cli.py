@@ -55,9 +55,9 @@ def generator_options(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from synth.dataset.generation import generate_dataset
     from synth import ImageFiles, build_generator, normal_image_paths
     from synth.common.readers import normal_images_folder
+    from synth.dataset.generation import generate_dataset
 
     paths = normal_image_paths(args.input)
     root = normal_images_folder(args.input)
@@ -87,8 +87,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def write_preview(dataset: str | Path, out: str | Path, n: int, columns: int, tile: int) -> Path:
-    from synth.dataset.reader import read_generated
     from synth.common.pictures import contact_sheet, mask_overlay, save_png
+    from synth.dataset.reader import read_generated
 
     panels = []
     for sample in read_generated(dataset, limit=n):
@@ -106,8 +106,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from synth.dataset.generation import generate_dataset
     from synth import ImageFiles, build_generator
+    from synth.dataset.generation import generate_dataset
     from synth.presets import preset_options
     from synth.registry import DEFAULT_MIX
 
@@ -136,8 +136,8 @@ def parse_options(items: list[str]) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors import detector_class
-    from synth.dataset.layout import generated_input_folder, is_generated_dataset
     from detectors.run_folder import train_run
+    from synth.dataset.layout import generated_input_folder, is_generated_dataset
     from synth.presets import guess_preset, preset_options
 
     from .recipe import checked_options
@@ -349,8 +349,8 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
         return 0
     generator.save_pretrained(out)
     if args.preview:
-        from synth.diffusion import example_defects
         from synth.common.pictures import save_png, shots_sheet
+        from synth.diffusion import example_defects
 
         samples = example_defects(generator, normals, args.preview)
         print(f"preview sheet: {save_png(out / 'preview.png', shots_sheet(shots, samples, args.preview))}")
@@ -398,8 +398,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from curate.selection import SELECTION_DEFAULTS
-    from synth.dataset.writers import FORMATS
     from detectors.registry import DETECTORS
+    from synth.dataset.writers import FORMATS
     from synth.presets import PRESETS
     from synth.registry import BACKENDS, GENERATORS
 

@@ -23,6 +23,11 @@ from typing import Any, Callable
 import numpy as np
 
 from synth.common.files import write_atomic, write_json
+from synth.common.random_streams import (
+    RECIPE_HELD_OUT_ANOMALIES,
+    RECIPE_HOLD_OUT,
+    stream,
+)
 from synth.common.storage import check_output_folder
 
 from .recipe import EMBEDDED, NOT_OUTPUT, dump_recipe
@@ -102,7 +107,7 @@ def step_normals(ctx: RunContext) -> dict[str, Any]:
         raise ValueError(f"data.normals: {len(readable)} readable normal images in {source_root}; at least 2 are needed")
     holdout = data["holdout"] if data["test"] is None and ctx.recipe["evaluate"]["enabled"] else 0.0
     n_hold = min(len(readable) - 1, max(1, round(holdout * len(readable)))) if holdout > 0 else 0
-    order = np.random.default_rng([ctx.seed, 0x4E4F524D]).permutation(len(readable))
+    order = stream(ctx.seed, RECIPE_HOLD_OUT).permutation(len(readable))
     held = sorted(order[:n_hold].tolist())
     train = [readable[i] for i in sorted(order[n_hold:].tolist())]
     outputs: dict[str, Any] = {"source": str(source_root), "n_train": len(train), "n_holdout": n_hold,
@@ -128,8 +133,8 @@ def step_normals(ctx: RunContext) -> dict[str, Any]:
 def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
     """Learn the real defect types from a few shots with a diffusion model (few-shot recipes)."""
     from synth import ImageFiles, normal_image_paths
-    from synth.diffusion import example_defects, split_shots
     from synth.common.pictures import save_png, shots_sheet
+    from synth.diffusion import example_defects, split_shots
     from synth.presets import preset_options
     from synth.registry import BACKENDS
 
@@ -168,8 +173,8 @@ def build_mix(recipe: dict[str, Any], sources: Any, model: str | None = None):
 
 
 def step_generate(ctx: RunContext) -> dict[str, Any]:
-    from synth.dataset.generation import generate_dataset
     from synth import ImageFiles, normal_image_paths
+    from synth.dataset.generation import generate_dataset
 
     gen = ctx.recipe["generate"]
     paths = normal_image_paths(ctx.train_dir)
@@ -188,8 +193,8 @@ def step_generate(ctx: RunContext) -> dict[str, Any]:
 
 def step_curate(ctx: RunContext) -> dict[str, Any]:
     from curate.curation_job import curate_dataset
-    from curate.sample_scorer import EAPScorer
     from curate.dataset_scores import load_scores
+    from curate.sample_scorer import EAPScorer
     from curate.selection import SELECTION_OPTIONS
 
     cur = ctx.recipe["curate"]
@@ -254,7 +259,7 @@ def holdout_test_set(ctx: RunContext, shape: tuple[int, int]):
         paths.append(path)
         original = read_image(path)
         for k in range(ctx.recipe["evaluate"]["holdout_anomalies"]):
-            sample = generator(original, np.random.default_rng([ctx.seed, 0x484F4C44, i, k]))
+            sample = generator(original, stream(ctx.seed, RECIPE_HELD_OUT_ANOMALIES, i, k))
             mask = resize_mask_to((sample.mask >= 0.5).astype(np.float32), shape)
             if not sample.is_anomalous or mask.max() == 0:
                 continue

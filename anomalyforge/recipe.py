@@ -19,11 +19,16 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
-from synth.dataset.ray_engine import ENGINES
-from curate.selection import SELECTION_DEFAULTS, SELECTION_OPTIONS, SelectionOptionError, check_selection
-from synth.dataset.writers import FORMATS
+from curate.selection import (
+    SELECTION_DEFAULTS,
+    SELECTION_OPTIONS,
+    SelectionOptionError,
+    check_selection,
+)
 from detectors.registry import DETECTORS
 from synth.common.png import check_compression
+from synth.dataset.ray_engine import ENGINES
+from synth.dataset.writers import FORMATS
 from synth.presets import PRESETS, preset_options
 from synth.registry import BACKENDS, DEFAULT_MIX, GENERATORS, MIXABLE
 

@@ -55,9 +55,9 @@ def generator_sheets(
     """Per generator, a sheet of samples spread over its EAP ranking (best first), each captioned with
     its EAP and, after curation (``selection``: its ``selection.json``), whether it was kept; without
     scores, samples spread over the generator's indices."""
-    from synth.dataset.reader import read_generated
-    from synth.dataset.manifest import Manifest
     from synth.common.pictures import contact_sheet, mask_overlay, save_png
+    from synth.dataset.manifest import Manifest
+    from synth.dataset.reader import read_generated
 
     kept = set(selection["kept_origin_indices"]) if selection else set()
     dropped = selection["dropped_samples"] if selection else {}
@@ -150,8 +150,8 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
 def write_run_report(ctx: RunContext) -> Path:
     """Write ``report/index.html`` for the run folder of ``ctx``."""
     from curate.curation_job import drawn_threshold
-    from curate.report import eap_histogram
     from curate.dataset_scores import load_scores
+    from curate.report import eap_histogram
 
     out_dir = ctx.root / "report"
     if out_dir.exists():

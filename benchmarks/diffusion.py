@@ -35,8 +35,8 @@ from detectors.metrics import auroc  # noqa: E402
 from detectors.sizing import SizeRule, resize_to  # noqa: E402
 from detectors.synthetic import make_generator, synthesise  # noqa: E402
 from synth import ImageFiles, normal_image_paths  # noqa: E402
-from synth.diffusion import ScratchDefectDiffusion, split_shots  # noqa: E402
 from synth.common.pictures import save_png, shots_sheet  # noqa: E402
+from synth.diffusion import ScratchDefectDiffusion, split_shots  # noqa: E402
 from synth.presets import guess_preset, preset_options  # noqa: E402
 
 

@@ -34,8 +34,8 @@ def folder_bytes(root: Path) -> dict[str, bytes]:
 
 
 def timed_generation(paths, n: int, out: Path, fmt: str, workers: int, engine: str) -> float:
-    from synth.dataset import generate_dataset
     from synth import ImageFiles, build_generator
+    from synth.dataset import generate_dataset
 
     generator = build_generator("mix", sources=ImageFiles(paths))
     shutil.rmtree(out, ignore_errors=True)
@@ -76,8 +76,8 @@ def scoring(paths, n: int, workers: int, tmp: Path) -> None:
     import ray
 
     from curate import EAPScorer, score_dataset
-    from synth.dataset import generate_dataset
     from synth import ImageFiles, build_generator
+    from synth.dataset import generate_dataset
 
     dataset = tmp / "to-score"
     shutil.rmtree(dataset, ignore_errors=True)

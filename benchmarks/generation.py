@@ -140,8 +140,8 @@ def case(kind: str, generator: str, inputs: Path, n: int, fmt: str = "", workers
     import cv2
     import numpy as np
 
-    from synth.dataset import generate_dataset
     from synth import ImageFiles, list_images, read_image
+    from synth.dataset import generate_dataset
 
     cv2.setNumThreads(1)
     paths = list_images(inputs)

@@ -10,16 +10,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from synth.dataset.layout import RUN_INFO, dataset_format, read_run_info
-from synth.dataset.reader import read_generated
 from synth.common.png import encode_png
 from synth.common.storage import as_store, check_output_folder
+from synth.dataset.layout import RUN_INFO, dataset_format, read_run_info
+from synth.dataset.reader import read_generated
+from synth.dataset.writers import EncodedSample, make_writer, mask_to_uint8
 
+from .dataset_scores import (
+    ScoredDataset,
+    eap_summary,
+    load_scores,
+    score_dataset,
+    store_scores,
+)
 from .report import write_report
 from .sample_scorer import EAPScorer
-from .dataset_scores import ScoredDataset, eap_summary, load_scores, score_dataset, store_scores
 from .selection import Selection, check_selection, select
-from synth.dataset.writers import EncodedSample, make_writer, mask_to_uint8
 
 SELECTION_FILE = "selection.json"
 

@@ -19,7 +19,13 @@ from tqdm.auto import tqdm
 
 from synth.common.storage import Store, as_store
 from synth.dataset.card import write_dataset_card
-from synth.dataset.layout import RUN_INFO, dataset_format, generated_input_folder, read_run_info, shards
+from synth.dataset.layout import (
+    RUN_INFO,
+    dataset_format,
+    generated_input_folder,
+    read_run_info,
+    shards,
+)
 from synth.dataset.manifest import Manifest
 from synth.dataset.ray_engine import check_engine, ray_session, run_chunks
 from synth.dataset.reader import GeneratedSample, read_generated

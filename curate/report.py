@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from synth.dataset.reader import read_generated
 from synth.common.files import write_atomic
 from synth.common.pictures import contact_sheet, mask_overlay, save_png
+from synth.dataset.reader import read_generated
+
 from .selection import Candidate, Selection
 
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from detectors.features import PatchFeatures, to_batch
 from detectors.sizing import SizeRule, resize_to
 from synth.common.params import Configurable
+from synth.common.random_streams import SUPPORT_PATCHES, stream
 
 from .posterior import ExpectedAnomalyPosterior
 from .support import OutsideSupport, outside_cells
@@ -150,7 +151,7 @@ class EAPScorer(Configurable):
         support's reference). A patch's context is the mean feature of its image outside a random
         window around it (1 to 30 % of the image), as a sample's context is the mean outside its mask."""
         rng = np.random.default_rng(self.seed)
-        support_rng = np.random.default_rng([self.seed, 1])
+        support_rng = stream(self.seed, SUPPORT_PATCHES)
         per_image = max(1, -(-self.n_normal_patches // len(images)))
         points, image_ids, context, reference = [], [], [], []
         for start in tqdm(range(0, len(images), self.batch_size), desc="EAP normals", unit="batch", disable=not progress):

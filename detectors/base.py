@@ -17,6 +17,7 @@ from synth.common.files import atomic_path, write_atomic
 from synth.common.params import Configurable
 from synth.common.saved import read_saved_config
 
+from .calibration import normalize
 from .registry import DETECTORS
 from .sizing import STRIDE, Aspect, SizeRule, resize_to
 
@@ -116,8 +117,6 @@ class Detector(Configurable, ABC):
 
     def normalize(self, values: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """Scores or maps normalised so that the threshold is 0.5 (clipped to [0, 1])."""
-        from .calibration import normalize
-
         cut = self.threshold(threshold)
         score_range = self.calibration["score_range"] if self.calibration else (cut - 0.5, cut + 0.5)
         return normalize(values, cut, score_range)

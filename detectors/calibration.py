@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from synth.common.random_streams import CALIBRATION_HOLD_OUT, stream
+
 DEFAULT_TARGET_FPR = 0.01
 
 
@@ -81,20 +83,6 @@ def held_out_split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndar
     none held out from fewer than three images)."""
     if n < 3:
         return np.arange(n), np.zeros(0, np.int64)
-    order = np.random.default_rng([seed, 17]).permutation(n)
+    order = stream(seed, CALIBRATION_HOLD_OUT).permutation(n)
     n_held = min(n - 2, max(1, int(round(share * n))))
     return np.sort(order[n_held:]), np.sort(order[:n_held])
-
-
-def held_out_scores(detector, images: list[np.ndarray], per_image: int = 2, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Image scores of held-out normal images and of synthetic anomalies made on them (with the
-    detector's own generators, or the default mix for a detector that has none)."""
-    from .synthetic import make_generator, synthesise
-
-    spec = getattr(detector, "synth", None)
-    spec = spec if spec and spec != "none" else "draem,nsa,cutpaste"
-    generator = make_generator(spec, getattr(detector, "synth_options", None), images)
-    anomalies = synthesise(images, generator, per_image * len(images), detector.seed + 1, progress)
-    normal = detector.predict(images).scores
-    anomalous = detector.predict([a.image for a in anomalies]).scores if anomalies else np.zeros(0, np.float32)
-    return normal, anomalous

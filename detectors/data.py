@@ -10,7 +10,13 @@ from typing import Collection, Sequence
 import numpy as np
 
 from synth.base import MIN_SIDE, ImageTooSmallError, check_image
-from synth.common.readers import ImageReadError, mvtec_test_images, normal_image_paths, read_image, read_mask
+from synth.common.readers import (
+    ImageReadError,
+    mvtec_test_images,
+    normal_image_paths,
+    read_image,
+    read_mask,
+)
 from synth.dataset.layout import RUN_INFO, generated_input_folder
 from synth.dataset.reader import read_generated
 

@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synth.common.random_streams import DRAEM_EPOCH_ORDER, stream
+
 from .base import Anomaly, Detector
 from .features import to_batch
-from .sizing import Aspect
 from .losses import softmax_focal_loss, ssim
+from .sizing import Aspect
 from .synthetic import make_generator
 from .training import rank_steps, train_loop
 
@@ -165,7 +167,7 @@ class DRAEM(Detector):
             return image, image, np.zeros(image.shape[:2], np.float32), 1.0
 
         def batches(epoch: int, rank: int, world: int):
-            order = np.random.default_rng([self.seed, epoch, 1 << 20]).permutation(n_items)
+            order = stream(self.seed, epoch, DRAEM_EPOCH_ORDER).permutation(n_items)
             for s in rank_steps(steps, rank, world):
                 items = [item(epoch, int(i)) for i in order[s * self.batch_size : (s + 1) * self.batch_size]]
                 masks = [np.asarray(m, np.float32) for _, _, m, _ in items]

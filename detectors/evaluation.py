@@ -122,7 +122,7 @@ def overlay_choice(prediction: Prediction, test: TestSet, count: int) -> list[tu
 def _zoom(picture: np.ndarray, mask: np.ndarray, score_map: np.ndarray) -> np.ndarray:
     """A close-up around the defect's mask, or around the highest score where there is no mask: a
     faint or small defect that a whole-image tile hides."""
-    from synth.defect_masks import defect_window
+    from synth.common.mask_windows import defect_window
 
     focus = mask > 0
     if not focus.any():
@@ -139,7 +139,13 @@ def write_overlays(
     with a close-up of the image around each defect (or the hottest spot), the likeliest errors
     first, and the heat maps' colour scale. With a calibrated ``detector``, captions give the normalised
     score (0.5 = the threshold) and the decision."""
-    from synth.common.pictures import colour_bar, contact_sheet, heatmap_overlay, mask_overlay, save_png
+    from synth.common.pictures import (
+        colour_bar,
+        contact_sheet,
+        heatmap_overlay,
+        mask_overlay,
+        save_png,
+    )
 
     if count <= 0:
         return None

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from synth.common.random_streams import FEATURE_FOLDS, epoch_generator, stream
 from synth.perlin import perlin_noise
 
 from .backbone import DEFAULT_STAGES
@@ -205,7 +206,7 @@ class FeatureDiscriminator(Detector):
         generator = make_generator(self.synth, self.synth_options, images)
         pool = list(anomalies)
         # fold of each anomaly's source image (ready-made anomalies: no source, fold drawn at random)
-        fold_rng = np.random.default_rng([self.seed, 7])
+        fold_rng = stream(self.seed, FEATURE_FOLDS)
         normal_fold = torch.from_numpy(fold_rng.permutation(len(images)) % 2)
         unknown = fold_rng.integers(0, 2, len(pool))
         pool_fold = [int(normal_fold[a.source]) if a.source is not None and 0 <= a.source < len(images) else int(unknown[i]) for i, a in enumerate(pool)]
@@ -233,7 +234,7 @@ class FeatureDiscriminator(Detector):
         channels = self.model.features.channels
 
         def batches(epoch: int, rank: int, world: int):
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = epoch_generator(self.seed, epoch)
             rng = np.random.default_rng([self.seed, epoch])
             repeats = 1 + (steps * n_normals_per_batch) // n_normal
             order_n = torch.cat([torch.randperm(n_normal, generator=g) for _ in range(repeats)])

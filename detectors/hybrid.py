@@ -42,11 +42,33 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from synth.common.random_streams import (
+    HYBRID_PARTS,
+    HYBRID_UNKNOWN_SOURCE,
+    epoch_generator,
+    stream,
+)
+
 from .backbone import DEFAULT_STAGES
 from .base import Anomaly, Detector
 from .feature_discriminator import downsample_mask
-from .features import PatchFeatures, feature_options, gaussian_blur, patch_maps, to_batch, top_mean
-from .head import CONTEXT_WIDTH, HEAD_INPUTS, check_head_options, head_input, head_input_channels, is_positive_int, segmentation_head
+from .features import (
+    PatchFeatures,
+    feature_options,
+    gaussian_blur,
+    patch_maps,
+    to_batch,
+    top_mean,
+)
+from .head import (
+    CONTEXT_WIDTH,
+    HEAD_INPUTS,
+    check_head_options,
+    head_input,
+    head_input_channels,
+    is_positive_int,
+    segmentation_head,
+)
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .metrics import auroc
@@ -294,7 +316,7 @@ class HybridDetector(Detector):
         """Part of each normal image: 0 or 1 (the two training folds) or HELD_OUT."""
         if n < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 normal images (some are held out), got {n}")
-        order = np.random.default_rng([self.seed, 11]).permutation(n)
+        order = stream(self.seed, HYBRID_PARTS).permutation(n)
         n_held = min(n - 1, max(1, int(round(self.holdout * n))))
         part = np.empty(n, np.int64)
         part[order[:n_held]] = HELD_OUT
@@ -313,7 +335,7 @@ class HybridDetector(Detector):
         if not pool:
             raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
         # an anomaly belongs to its source image's part; one of unknown source is a training sample
-        unknown = np.random.default_rng([self.seed, 12]).integers(0, 2, len(pool))
+        unknown = stream(self.seed, HYBRID_UNKNOWN_SOURCE).integers(0, 2, len(pool))
         pool_part = np.array([part[a.source] if a.source is not None and 0 <= a.source < n else unknown[i] for i, a in enumerate(pool)])
         pool_group = np.array([a.generator or "given" for a in pool])
 
@@ -443,7 +465,7 @@ class HybridDetector(Detector):
         grid = masks.shape[-2:]
 
         def batches(epoch: int, rank: int, world: int):
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = epoch_generator(self.seed, epoch)
             for _ in rank_steps(self.steps_per_epoch, rank, world):
                 i_n = torch.from_numpy(normals)[torch.randint(len(normals), (half,), generator=g)]
                 i_a = torch.from_numpy(anomalies)[torch.randint(len(anomalies), (half,), generator=g)]

@@ -14,9 +14,10 @@ from synth.common.files import write_atomic
 from synth.common.storage import check_output_folder
 
 from .base import Detector, detector_class
-from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_scores, held_out_split
+from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_split
 from .data import load_generated_anomalies, load_normals
 from .features import feature_options
+from .synthetic import make_generator, synthesise
 
 
 def train_run(
@@ -88,3 +89,15 @@ def train_run(
         info["reference"] = "reference"
     write_atomic(out / "train.json", (json.dumps(info, indent=2, default=str) + "\n").encode())
     return info
+
+
+def held_out_scores(detector, images: list[np.ndarray], per_image: int = 2, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores of held-out normal images and of synthetic anomalies made on them (with the
+    detector's own generators, or the default mix for a detector that has none)."""
+    spec = getattr(detector, "synth", None)
+    spec = spec if spec and spec != "none" else "draem,nsa,cutpaste"
+    generator = make_generator(spec, getattr(detector, "synth_options", None), images)
+    anomalies = synthesise(images, generator, per_image * len(images), detector.seed + 1, progress)
+    normal = detector.predict(images).scores
+    anomalous = detector.predict([a.image for a in anomalies]).scores if anomalies else np.zeros(0, np.float32)
+    return normal, anomalous

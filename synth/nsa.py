@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from .base import AnomalyGenerator, to_rgb
-from .foreground import object_mask
 from .common.readers import draw_readable
+from .foreground import object_mask
 
 LabelMode = Literal["binary", "intensity", "logistic-intensity"]
 Blend = Literal["source", "mixed", "random"]

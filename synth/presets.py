@@ -28,8 +28,8 @@ def guess_preset(folder: str | Path, threshold: float = 12.0) -> str:
     else ``"texture"``; decides where synthetic anomalies may go."""
     import numpy as np
 
-    from .foreground import background_colour
     from .common.readers import ImageReadError, normal_image_paths, read_image
+    from .foreground import background_colour
 
     spreads = []
     for path in normal_image_paths(folder)[:8]:

@@ -10,7 +10,15 @@ import torch
 from conftest import smooth, textured, write_images
 
 from anomalyforge.cli import main
-from curate import Candidate, EAPScorer, curate_dataset, load_scores, publish_dataset, score_dataset, select
+from curate import (
+    Candidate,
+    EAPScorer,
+    curate_dataset,
+    load_scores,
+    publish_dataset,
+    score_dataset,
+    select,
+)
 from synth import ImageFiles, build_generator, read_generated
 from synth.dataset import generate_dataset
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from conftest import folder_bytes, mix, textured
 
+from synth import CutPaste, ImageFiles, build_generator, read_generated, read_image
 from synth.dataset import generate_dataset, sample_seed
 from synth.dataset.writers import mask_to_uint8
-from synth import CutPaste, ImageFiles, build_generator, read_generated, read_image
 
 
 @pytest.mark.parametrize("fmt", ["mvtec", "hf"])
@@ -216,7 +216,7 @@ def test_local_workers_run_blas_on_one_thread(normals):
     """Worker processes share the cores: BLAS and OpenMP pools of one thread each, not one per core."""
     import multiprocessing as mp
 
-    from synth.dataset.generation import GenerationTask, _init_pool_worker
+    from synth.dataset.workers import GenerationTask, _init_pool_worker
 
     task = GenerationTask(normals, normals[0].parent, mix(normals), 0)
     with mp.get_context("fork").Pool(1, initializer=_init_pool_worker, initargs=(task, False)) as pool:

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import smooth, with_defect, write_rgb
 
 from anomalyforge.cli import main
 from detectors import load_detector
-from conftest import smooth, with_defect, write_rgb
 
 TINY = ["--size", "64", "--epochs", "3", "--set", "hidden=32", "steps_per_epoch=3", "bank_size=300", "batch_size=8", "anomalies_per_image=2"]
 

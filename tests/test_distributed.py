@@ -12,9 +12,9 @@ import pytest
 from conftest import folder_bytes, mix, smooth, write_images
 
 from curate import EAPScorer, score_dataset
-from synth.dataset import generate_dataset
 from synth import ImageFiles, build_generator, read_generated
 from synth.common.storage import Store
+from synth.dataset import generate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_ray_refuses_a_store_its_workers_cannot_reach(tmp_path, normals, ray_clu
 
 
 def test_chunks_are_whole_shards_or_small_enough_for_every_cpu():
-    from synth.dataset.generation import generation_chunks
+    from synth.dataset.workers import generation_chunks
 
     todo = [i for i in range(25) if i not in (3, 4)]  # a resumed run: two samples are done
     shards = generation_chunks(todo, "hf", shard_size=10, cpus=4)

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from curate.posterior import ExpectedAnomalyPosterior, draw_subsets, minimum_k, prior_from_fraction
+from curate.posterior import (
+    ExpectedAnomalyPosterior,
+    draw_subsets,
+    minimum_k,
+    prior_from_fraction,
+)
 
 
 def slow_eap(normals, points, members, ks, prior, groups=None):

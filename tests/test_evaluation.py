@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from synth.common.pictures import colour_bar, mask_overlay
 from detectors.base import Prediction
 from detectors.data import TestSet
 from detectors.evaluation import check_test_set, metrics_for, overlay_choice
+from synth.common.pictures import colour_bar, mask_overlay
 
 
 def _test_set(labels, has_mask=None, size=16):

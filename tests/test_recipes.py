@@ -199,8 +199,8 @@ def test_tiny_recipe_runs_end_to_end_then_skips_finished_steps(recipe_file, tmp_
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(category, tmp_path, monkeypatch):
-    import synth.dataset.generation
     import detectors.run_folder
+    import synth.dataset.generation
 
     recipe_file = write_recipe(tmp_path / "tiny.yaml", tiny_recipe(category, generate={"shard_size": 4}))
     out = tmp_path / "run"

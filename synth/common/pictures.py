@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from .files import write_atomic
+from .mask_windows import defect_window
 from .png import encode_png
 
 
@@ -99,8 +100,6 @@ def save_png(path: str | Path, rgb: np.ndarray) -> Path:
 
 def close_up(image: np.ndarray, mask: np.ndarray, context: float = 1.5, min_size: int = 48) -> list[np.ndarray]:
     """A window around a defect, plain and with its mask overlaid: small defects stay visible."""
-    from ..defect_masks import defect_window
-
     y0, y1, x0, x1 = defect_window(mask > 0, context=context, min_size=min_size)
     return [image[y0:y1, x0:x1], mask_overlay(image[y0:y1, x0:x1], mask[y0:y1, x0:x1])]
 

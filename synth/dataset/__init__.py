@@ -8,8 +8,8 @@ from ..common.lazy import lazy_exports
 
 _EXPORTS = {
     "write_dataset_card": ".card",
-    "GenerationReport": ".generation", "GenerationTask": ".generation", "SampleMaker": ".generation",
-    "generate_dataset": ".generation", "sample_seed": ".generation",
+    "GenerationReport": ".generation", "generate_dataset": ".generation",
+    "GenerationTask": ".workers", "SampleMaker": ".workers", "sample_seed": ".workers",
     "FORMATS": ".layout", "RUN_INFO": ".layout", "dataset_format": ".layout", "generated_input_folder": ".layout",
     "is_generated_dataset": ".layout", "read_run_info": ".layout",
     "Manifest": ".manifest",

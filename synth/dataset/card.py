@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
+from ..common.storage import Store, as_store
 from .layout import SHARD_FILES, shards
 from .manifest import Manifest
-from ..common.storage import Store, as_store
 
 FEATURE_YAML = [
     {"name": "image", "dtype": "image"}, {"name": "mask", "dtype": "image"}, {"name": "label", "dtype": "int64"},

@@ -10,9 +10,9 @@ from typing import Any, Collection, Iterator
 import cv2
 import numpy as np
 
+from ..common.storage import Store, as_store
 from .layout import dataset_format, shards
 from .manifest import Manifest
-from ..common.storage import Store, as_store
 
 
 @dataclass

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..common.storage import Store, as_store
 from .layout import FORMATS, SHARD_FOLDER, sample_paths, shard_path, shards
 from .manifest import Manifest
-from ..common.storage import Store, as_store
+
 
 @dataclass
 class EncodedSample:

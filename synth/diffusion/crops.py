@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..defect_masks import Window, defect_window
+from ..common.mask_windows import Window, defect_window
 
 __all__ = ["Window", "crop", "defect_window", "paste"]
 

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..base import AnomalyGenerator, to_jsonable
+from ..common.saved import read_saved_config
 from ..defect_masks import MASK_MODES, DefectMaskSampler
 from ..registry import BACKENDS
-from ..common.saved import read_saved_config
 from .crops import crop, defect_window, paste
 from .shots import DefectShot, defect_types
 from .training_windows import TrainingWindows, crop_mask

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .generator import DefectDiffusion
 from ..common.saved import make_accelerator
+from .generator import DefectDiffusion
 from .trainer import TrainingRun, train
 from .training_windows import TrainingWindows
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
+from ..common.saved import make_accelerator
 from .generator import DefectDiffusion
 from .pipeline import MaskedDefectPipeline, unet_input
-from ..common.saved import make_accelerator
 from .trainer import TrainingRun, train
 from .training_windows import TrainingWindows, to_tensor, to_uint8
 

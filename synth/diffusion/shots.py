@@ -10,7 +10,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..common.readers import ImageReadError, TestImage, mvtec_test_images, read_image, read_mask
+from ..common.readers import (
+    ImageReadError,
+    TestImage,
+    mvtec_test_images,
+    read_image,
+    read_mask,
+)
 
 log = logging.getLogger(__name__)
 
