@@ -152,16 +152,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         normals_dir = Path(args.normals or generated_input_folder(data))
         if not normals_dir.is_dir():
             raise FileNotFoundError(f"{data}: its normal images ({normals_dir}) are gone; pass --normals DIR")
-    if anomalies_dir and args.detector == "knn":
-        raise ValueError("the knn detector trains on normal images only; drop --anomalies")
     klass = detector_class(args.detector)
+    if anomalies_dir and not klass.uses_anomalies:
+        raise ValueError(f"the {args.detector} detector trains on normal images only; drop --anomalies")
     options = checked_options(klass, parse_options(args.set), f"{args.detector} detector")
     for name in ("epochs", "seed", "device"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     options["image_size"] = args.size
     options["aspect"] = args.aspect
-    if args.detector != "knn":
+    if klass.uses_anomalies:
         options.setdefault("synth", args.synth if args.synth is not None else ("none" if anomalies_dir else "draem,nsa,cutpaste"))
         preset = guess_preset(normals_dir) if args.preset == "auto" else args.preset
         options.setdefault("synth_options", preset_options(preset, args.textures))

@@ -224,12 +224,13 @@ def step_train(ctx: RunContext) -> dict[str, Any]:
     train = dict(ctx.recipe["train"])
     kind, reference, target_fpr = train.pop("detector"), train.pop("reference"), train.pop("target_fpr")
     options = {"seed": ctx.seed, **train}
-    if kind != "knn":
+    klass = detector_class(kind)
+    if klass.uses_anomalies:
         options.setdefault("synth", "none")  # the curated dataset is the training anomalies
         textures = ctx.recipe["generate"]["generators"].get("draem", {}).get("texture_dir")
         options.setdefault("synth_options", preset_options(ctx.recipe["data"]["preset"], textures))
-    detector = detector_class(kind)(**options)
-    anomalies = None if kind == "knn" else ctx.anomalies_dir
+    detector = klass(**options)
+    anomalies = ctx.anomalies_dir if klass.uses_anomalies else None
     shutil.rmtree(ctx.root / "detector", ignore_errors=True)  # what an interrupted attempt wrote
     info = train_run(detector, ctx.train_dir, ctx.root / "detector", anomalies, reference=reference, progress=ctx.progress,
                      target_fpr=target_fpr)

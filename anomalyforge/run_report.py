@@ -131,7 +131,9 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
             klass = "better" if diff > 0.005 else "worse" if diff < -0.005 else ""
             row += [_number(ref[key]), f"<span class='{klass}'>{diff:+.3f}</span>"]
         rows.append(row)
-    trained_on = "normal images only" if metrics["detector"] == "knn" else "trained on the synthetic anomalies"
+    from detectors import detector_class
+
+    trained_on = "trained on the synthetic anomalies" if detector_class(metrics["detector"]).uses_anomalies else "normal images only"
     header = ["metric", f"{metrics['detector']} ({trained_on})"]
     if ref:
         header += [f"{metrics['reference']['detector']} reference (normal images only)", "difference"]

@@ -40,7 +40,7 @@ METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
 
 
 def run(category: Path, kind: str, seed: int, options: dict, preset: str) -> dict:
-    if kind != "knn" and "synth_options" not in options:
+    if detector_class(kind).uses_anomalies and "synth_options" not in options:
         options = {**options, "synth_options": preset_options(preset)}
     detector = detector_class(kind)(seed=seed, **options)
     normals = load_normals(category, detector.size_rule)
@@ -75,7 +75,7 @@ def table(results: list[dict]) -> str:
         f"{'category':>14} {'detector':>8} {'seeds':>5} {'image AUROC':>13} {'pixel AUROC':>13} {'pixel AP':>13}"
         f" {'AU-PRO':>13} {'train s':>8} {'ms/img':>7} {'single':>7}"
     ]
-    keys = sorted({(r["category"], r["detector"]) for r in results}, key=lambda k: (k[0], k[1] != "knn", k[1]))
+    keys = sorted({(r["category"], r["detector"]) for r in results}, key=lambda k: (k[0], detector_class(k[1]).uses_anomalies, k[1]))
     for category, kind in keys:
         runs = [r for r in results if r["category"] == category and r["detector"] == kind]
         cells = []
@@ -127,14 +127,15 @@ def main() -> None:
     for category in categories:
         preset = guess_preset(category) if args.preset == "auto" else args.preset
         for kind in args.detectors.split(","):
-            seeds = [0] if kind == "knn" else [int(s) for s in args.seeds.split(",")]
+            trained = detector_class(kind).uses_anomalies  # the normal-only reference runs seed 0
+            seeds = [int(s) for s in args.seeds.split(",")] if trained else [0]
             for seed in seeds:
                 options = {"image_size": args.size, "aspect": args.aspect}
                 if args.tile_size:  # the patch-feature detectors (knn, hybrid, feature) tile
                     options.update(tile_size=args.tile_size, tile_overlap=args.tile_overlap)
                 if args.backbone:  # so that the reference sees the same features, as train fits it
                     options.update(backbone=args.backbone)
-                if kind != "knn":
+                if trained:
                     options.update(parse_options(args.set))
                 result = run(category, kind, seed, options, preset)
                 result["preset"] = preset

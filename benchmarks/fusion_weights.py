@@ -81,7 +81,7 @@ def score_every_weight(detector: HybridDetector, test) -> dict:
         scores, maps = [], []
         for start in range(0, len(memory), detector.batch_size):
             chunk = slice(start, start + detector.batch_size)
-            s, m = detector._finish(memory[chunk] + w * head[chunk], memory[chunk] + w * image_head[chunk])
+            s, m = detector.post_process(memory[chunk] + w * head[chunk], memory[chunk] + w * image_head[chunk])
             scores.append(s)
             maps.append(m[:, 0])
         prediction = maps_at(Prediction(torch.cat(scores).numpy(), torch.cat(maps).numpy()), test.masks[0].shape)

@@ -9,6 +9,8 @@ _EXPORTS = {
     "Backbone": ".backbone",
     "Anomaly": ".base", "Detector": ".base", "Prediction": ".base", "detector_class": ".base", "load_detector": ".base",
     "PatchFeatures": ".features",
+    "PatchDetector": ".patch_detector",
+    "SyntheticAnomalies": ".synthetic",
     "DRAEM": ".draem",
     "FeatureDiscriminator": ".feature_discriminator",
     "HybridDetector": ".hybrid",

@@ -60,6 +60,12 @@ class Detector(Configurable, ABC):
 
     kind: ClassVar[str]
     input_stride: ClassVar[int] = STRIDE
+    # what a detector can do, read by the commands, the pipeline, the export and the report instead of its kind:
+    # it learns from anomalies (synthetic ones from its ``synth`` generators, or given ones); False: the
+    # normal-only reference, which a run fits beside every other detector
+    uses_anomalies: ClassVar[bool] = False
+    # it can be written as one ONNX graph (``detectors.export``), ending in :meth:`post_process`
+    exportable: ClassVar[bool] = False
     # a detector that keeps some normal images out of its own fit sets ``held_out_scores_`` (normal and
     # synthetic-anomaly image scores on them) for calibration; others are calibrated on images held out for them
     holds_out_normals: ClassVar[bool] = False
@@ -120,6 +126,21 @@ class Detector(Configurable, ABC):
         cut = self.threshold(threshold)
         score_range = self.calibration["score_range"] if self.calibration else (cut - 0.5, cut + 0.5)
         return normalize(values, cut, score_range)
+
+    def fit_record(self) -> dict[str, Any]:
+        """What ``train.json`` records of the fit besides the config (a subclass adds what it chose)."""
+        return {}
+
+    def check_exportable(self) -> None:
+        """An error that says why this detector cannot be written as one ONNX graph, if it cannot."""
+        if not self.exportable:
+            exportable = [name for name in DETECTORS.names() if DETECTORS.get(name).exportable]
+            raise ValueError(f"a {self.kind} detector cannot be exported to ONNX yet; exportable: {', '.join(exportable)}")
+
+    def reference_options(self) -> dict[str, Any]:
+        """Options of the normal-only kNN reference fitted beside this detector, so that both see the
+        same patch features (none: the reference's defaults)."""
+        return {}
 
     def _torch_device(self) -> torch.device:
         if self.device:

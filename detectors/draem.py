@@ -15,8 +15,7 @@ from synth.common.random_streams import DRAEM_EPOCH_ORDER, stream
 from .base import Anomaly, Detector
 from .features import to_batch
 from .losses import softmax_focal_loss, ssim
-from .sizing import Aspect
-from .synthetic import make_generator
+from .synthetic import SyntheticAnomalies
 from .training import rank_steps, train_loop
 
 
@@ -100,7 +99,7 @@ class _DRAEMModel(nn.Module):
         return reconstruction, self.discriminative(torch.cat([reconstruction, x], dim=1))
 
 
-class DRAEM(Detector):
+class DRAEM(SyntheticAnomalies, Detector):
     """DRAEM, faithful to the paper: L2 + SSIM reconstruction loss and focal segmentation loss, Adam
     (lr 1e-4, x0.2 at 80% and 90% of training), half of the training images anomalous, image score
     the maximum of the 21x21-mean-filtered anomaly map.
@@ -115,24 +114,17 @@ class DRAEM(Detector):
     def __init__(
         self,
         synth: str = "draem",
-        synth_options: dict[str, dict[str, Any]] | None = None,
         p_anomaly: float = 0.5,
         reconstructive_width: int = 128,
         discriminative_width: int = 64,
         epochs: int = 700,
         lr: float = 1e-4,
         score_window: int = 21,
-        image_size: int = 256,
-        aspect: Aspect = "auto",
-        max_side: int = 1024,
         batch_size: int = 8,
-        seed: int = 0,
-        device: str | None = None,
         mixed_precision: str = "no",
+        **kwargs: Any,
     ):
-        super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
-        self.synth = synth
-        self.synth_options = synth_options
+        super().__init__(synth=synth, batch_size=batch_size, **kwargs)
         self.p_anomaly = p_anomaly
         self.reconstructive_width = reconstructive_width
         self.discriminative_width = discriminative_width
@@ -147,7 +139,7 @@ class DRAEM(Detector):
     def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
         shape = self.input_shape
         normals = [np.asarray(image) for image in images]
-        generator = make_generator(self.synth, self.synth_options, normals)
+        generator = self.make_generator(normals)
         if generator is None and not anomalies:
             raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
         ready = [(a.image, np.asarray(a.mask, np.float32)) for a in anomalies]

@@ -21,7 +21,6 @@ from synth.common.files import atomic_path
 from .base import Detector
 from .features import PatchFeatures
 
-EXPORTABLE = ("hybrid", "knn")
 
 
 def _nearest(patches: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,10 +40,7 @@ class _Graph(nn.Module):
 
     def __init__(self, detector: Detector):
         super().__init__()
-        if detector.kind not in EXPORTABLE:
-            raise ValueError(f"a {detector.kind} detector cannot be exported to ONNX yet; exportable: {', '.join(EXPORTABLE)}")
-        if getattr(detector, "k", 1) > 1:
-            raise ValueError("a kNN detector with k > 1 cannot be exported yet (the graph uses the nearest neighbour)")
+        detector.check_exportable()
         self.detector = detector  # its own post-processing ends the graph
         self.model = detector.model  # registered: moved and put in eval mode with the graph
 
@@ -53,10 +49,7 @@ class _Graph(nn.Module):
         features: PatchFeatures = model.features
         patches = features(images.permute(0, 3, 1, 2).float())  # tiled as in predict when the detector tiles
         distance, nearest_rows = _nearest(patches, model.memory_bank)
-        if self.detector.kind == "knn":
-            scores, maps = self.detector._finish(distance)
-        else:
-            scores, maps = self.detector._finish(*model.fuse(patches, distance, patches - nearest_rows))
+        scores, maps = self.detector.export_outputs(patches, distance, patches - nearest_rows)
         return scores, maps[:, 0]
 
 

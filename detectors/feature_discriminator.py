@@ -14,13 +14,12 @@ from tqdm.auto import tqdm
 from synth.common.random_streams import FEATURE_FOLDS, epoch_generator, stream
 from synth.perlin import perlin_noise
 
-from .backbone import DEFAULT_STAGES
-from .base import Anomaly, Detector
-from .features import PatchFeatures, feature_options, gaussian_blur, to_batch
+from .base import Anomaly
+from .features import PatchFeatures, downsample_mask, gaussian_blur, to_batch
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
-from .sizing import Aspect, Tiling
-from .synthetic import make_generator, synthesise
+from .patch_detector import PatchDetector
+from .synthetic import SyntheticAnomalies, synthesise
 from .training import rank_steps, train_loop
 
 
@@ -93,30 +92,11 @@ class _DiscriminatorModel(nn.Module):
         return self.head(adapted)
 
 
-def downsample_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Binary masks on the feature grid: bilinear then >= 0.5 (as DeSTSeg / SuperSimpleNet); an anomaly
-    smaller than a cell keeps the cell it covers most, so no anomalous sample loses its mask."""
-    masks = masks.float()
-    bilinear = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
-    out = (bilinear >= 0.5).float()
-    area = F.adaptive_avg_pool2d(masks, size)
-    lost = (out.flatten(1).amax(1) == 0) & (area.flatten(1).amax(1) > 0)
-    if lost.any():
-        flat = area[lost].flatten(1)
-        keep = torch.zeros_like(flat)
-        keep.scatter_(1, flat.argmax(1, keepdim=True), 1.0)
-        out[lost] = keep.view(-1, 1, *size)
-    return out
-
-
-class FeatureDiscriminator(Detector):
+class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
     """The CPU default: frozen EfficientNet-Lite patch features, a 1x1 feature adaptor, and
     segmentation + image-score heads trained to tell normal features from synthetic-anomaly features.
 
     Args:
-        synth: generators for the training anomalies (``"draem,nsa,cutpaste"``, one name, or ``"none"``
-            to use only the anomalies passed to ``fit``).
-        synth_options: keyword arguments per generator (as for :func:`synth.build_generator`).
         anomalies_per_image: synthetic anomalies made per normal image (made once; their backbone
             features are cached with those of the normal images, so an epoch costs only the heads).
         feature_noise: also add SuperSimpleNet's Perlin-masked Gaussian noise in feature space (each
@@ -129,18 +109,14 @@ class FeatureDiscriminator(Detector):
         upscale, hidden, cls_channels: grid upscaling relative to the stride-8 level and head widths.
             SuperSimpleNet uses 2, 1024 and 128; the defaults are sized for a 2-core CPU (about 12x
             cheaper per step), the paper's values suit a GPU.
-        tile_size, tile_overlap: inputs larger than ``tile_size`` go through the backbone in windows that
-            overlap by ``tile_overlap`` pixels (see :class:`~detectors.sizing.Tiling`); ``None``: whole.
+        synth, synth_options: see :class:`~detectors.synthetic.SyntheticAnomalies`.
+        backbone, stages, tiling and the size rule: see :class:`~detectors.patch_detector.PatchDetector`.
     """
 
     kind = "feature"
 
     def __init__(
         self,
-        backbone: str = "efficientnet-lite0",
-        stages: Sequence[int] = DEFAULT_STAGES,
-        synth: str = "draem,nsa,cutpaste",
-        synth_options: dict[str, dict[str, Any]] | None = None,
         anomalies_per_image: int = 2,
         feature_noise: bool = False,
         noise_std: float = 0.015,
@@ -153,25 +129,10 @@ class FeatureDiscriminator(Detector):
         epochs: int = 12,
         lr: float = 2e-4,
         sigma: float = 4.0,
-        image_size: int = 256,
-        aspect: Aspect = "auto",
-        max_side: int = 1024,
-        tile_size: int | None = None,
-        tile_overlap: int = 128,
-        batch_size: int = 16,
-        seed: int = 0,
-        device: str | None = None,
         mixed_precision: str = "no",
-        pretrained: bool = True,
+        **kwargs: Any,
     ):
-        super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
-        Tiling(tile_size, tile_overlap)  # checks the tiling options now rather than at fit time
-        self.tile_size = tile_size
-        self.tile_overlap = tile_overlap
-        self.backbone = backbone
-        self.stages = list(stages)
-        self.synth = synth
-        self.synth_options = synth_options
+        super().__init__(**kwargs)
         self.anomalies_per_image = anomalies_per_image
         self.feature_noise = feature_noise
         self.noise_std = noise_std
@@ -185,10 +146,9 @@ class FeatureDiscriminator(Detector):
         self.lr = lr
         self.sigma = sigma
         self.mixed_precision = mixed_precision
-        self.pretrained = pretrained
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(upscale=self.upscale, **feature_options(self))
+        features = self.patch_features(self.upscale)
         bank = self.state.get("memory_bank_size", 1) if self.normal_distance else 0
         return _DiscriminatorModel(features, self.hidden, self.cls_channels, stop_grad=False, bank_size=bank)
 
@@ -203,7 +163,7 @@ class FeatureDiscriminator(Detector):
     def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
         device = self._torch_device()
         self.model.to(device)
-        generator = make_generator(self.synth, self.synth_options, images)
+        generator = self.make_generator(images)
         pool = list(anomalies)
         # fold of each anomaly's source image (ready-made anomalies: no source, fold drawn at random)
         fold_rng = stream(self.seed, FEATURE_FOLDS)

@@ -24,16 +24,6 @@ def to_batch(images: Sequence[np.ndarray], shape: tuple[int, int]) -> torch.Tens
     return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
 
 
-FEATURE_OPTIONS = ("backbone", "stages", "pretrained", "tile_size", "tile_overlap")
-
-
-def feature_options(detector: object) -> dict:
-    """The options of ``detector`` that choose its patch features (backbone, stages, weights and
-    tiling, those it has): what the patch detectors build their :class:`PatchFeatures` from, and
-    what the kNN reference fitted beside a detector takes so that both see the same features."""
-    return {name: getattr(detector, name) for name in FEATURE_OPTIONS if hasattr(detector, name)}
-
-
 class PatchFeatures(nn.Module):
     """Locally aware patch features (PatchCore / SimpleNet style) from a frozen backbone.
 
@@ -160,3 +150,19 @@ def patch_maps(
         batch = to_batch(images[start : start + batch_size], shape).to(device)
         out.append(features(batch).to(dtype).cpu())
     return torch.cat(out)
+
+
+def downsample_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Binary masks on the feature grid: bilinear then >= 0.5 (as DeSTSeg / SuperSimpleNet); an anomaly
+    smaller than a cell keeps the cell it covers most, so no anomalous sample loses its mask."""
+    masks = masks.float()
+    bilinear = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+    out = (bilinear >= 0.5).float()
+    area = F.adaptive_avg_pool2d(masks, size)
+    lost = (out.flatten(1).amax(1) == 0) & (area.flatten(1).amax(1) > 0)
+    if lost.any():
+        flat = area[lost].flatten(1)
+        keep = torch.zeros_like(flat)
+        keep.scatter_(1, flat.argmax(1, keepdim=True), 1.0)
+        out[lost] = keep.view(-1, 1, *size)
+    return out

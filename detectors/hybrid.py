@@ -34,6 +34,7 @@ source image, as a test image never is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,41 +43,49 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from synth.common.random_streams import (
-    HYBRID_PARTS,
-    HYBRID_UNKNOWN_SOURCE,
-    epoch_generator,
-    stream,
-)
+from synth.common.random_streams import HYBRID_PARTS, HYBRID_UNKNOWN_SOURCE, epoch_generator, stream
 
-from .backbone import DEFAULT_STAGES
-from .base import Anomaly, Detector
-from .feature_discriminator import downsample_mask
-from .features import (
-    PatchFeatures,
-    feature_options,
-    gaussian_blur,
-    patch_maps,
-    to_batch,
-    top_mean,
-)
+from .base import Anomaly
+from .features import PatchFeatures, downsample_mask, gaussian_blur, patch_maps, to_batch, top_mean
 from .head import (
-    CONTEXT_WIDTH,
-    HEAD_INPUTS,
-    check_head_options,
-    head_input,
-    head_input_channels,
-    is_positive_int,
-    segmentation_head,
+    CONTEXT_WIDTH, HEAD_INPUTS, check_head_options, head_input, head_input_channels, is_positive_int, segmentation_head,
 )
 from .losses import sigmoid_focal_loss, truncated_l1_loss
 from .memory import coreset_bank, nearest_maps
 from .metrics import auroc
-from .sizing import Aspect, Tiling
-from .synthetic import make_generator, synthesise
+from .patch_detector import PatchDetector
+from .synthetic import SyntheticAnomalies, synthesise
 from .training import rank_steps, train_loop
 
 HELD_OUT = 2  # the part of the normal images kept for calibration and selection (folds are 0 and 1)
+PARTS = (0, 1, HELD_OUT)
+
+
+@dataclass
+class _FitData:
+    """What a fit computes once and every head trains or is validated on."""
+
+    part: np.ndarray  # each normal image's part: fold 0 or 1, or HELD_OUT
+    pool_part: np.ndarray  # each training anomaly's part
+    pool_group: np.ndarray  # each training anomaly's generator
+    data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # by kind: patch maps, residuals, distances
+    masks: torch.Tensor  # the anomalies' masks on the feature grid
+
+    @property
+    def train_normals(self) -> np.ndarray:
+        return np.nonzero(self.part != HELD_OUT)[0]
+
+    @property
+    def held_normals(self) -> np.ndarray:
+        return np.nonzero(self.part == HELD_OUT)[0]
+
+    @property
+    def train_anomalies(self) -> np.ndarray:
+        return np.nonzero(self.pool_part != HELD_OUT)[0]
+
+    @property
+    def held_anomalies(self) -> np.ndarray:
+        return np.nonzero(self.pool_part == HELD_OUT)[0]
 
 
 def choose_weight(weights: Sequence[float], values: Sequence[float], gain_share: float = 1.0, tolerance: float = 0.002) -> float:
@@ -153,14 +162,11 @@ class _HybridModel(nn.Module):
         return self.fuse(patches, distance, residual)
 
 
-class HybridDetector(Detector):
+class HybridDetector(SyntheticAnomalies, PatchDetector):
     """Normal memory + a head trained on synthetic anomalies, fused with weights chosen on held-out
     normals and synthetic anomalies (see the module docstring).
 
     Args:
-        synth: generators for the training anomalies (``"draem,nsa,cutpaste"``, one name, or ``"none"``
-            to use only the anomalies passed to ``fit``).
-        synth_options: keyword arguments per generator (as for :func:`synth.build_generator`).
         anomalies_per_image: synthetic anomalies made per normal image.
         bank_size: memory bank size (greedy coreset over all normal patches, in parts).
         candidates_per_centre: the coreset's greedy search looks at most this many patches per centre.
@@ -191,20 +197,16 @@ class HybridDetector(Detector):
             at 0.7 times the fit time (measured with the knee rule).
         top_k: share of the map's pixels whose mean is the image score.
         sigma: Gaussian smoothing of the upsampled map, in pixels.
-        image_size, aspect, max_side: the size rule (see :class:`~detectors.sizing.SizeRule`).
-        tile_size, tile_overlap: inputs larger than ``tile_size`` go through the backbone in windows that
-            overlap by ``tile_overlap`` pixels (see :class:`~detectors.sizing.Tiling`); ``None``: whole.
+        synth, synth_options: see :class:`~detectors.synthetic.SyntheticAnomalies`.
+        backbone, stages, tiling and the size rule: see :class:`~detectors.patch_detector.PatchDetector`.
     """
 
     kind = "hybrid"
     holds_out_normals = True
+    exportable = True
 
     def __init__(
         self,
-        backbone: str = "efficientnet-lite0",
-        stages: Sequence[int] = DEFAULT_STAGES,
-        synth: str = "draem,nsa,cutpaste",
-        synth_options: dict[str, dict[str, Any]] | None = None,
         anomalies_per_image: int = 2,
         bank_size: int = 10000,
         candidates_per_centre: int = 20,
@@ -226,21 +228,10 @@ class HybridDetector(Detector):
         lr: float = 1e-3,
         top_k: float = 0.01,
         sigma: float = 4.0,
-        image_size: int = 256,
-        aspect: Aspect = "auto",
-        max_side: int = 1024,
-        tile_size: int | None = None,
-        tile_overlap: int = 128,
-        batch_size: int = 16,
-        seed: int = 0,
-        device: str | None = None,
         mixed_precision: str = "no",
-        pretrained: bool = True,
+        **kwargs: Any,
     ):
-        super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
-        Tiling(tile_size, tile_overlap)  # checks the tiling options now rather than at fit time
-        self.tile_size = tile_size
-        self.tile_overlap = tile_overlap
+        super().__init__(**kwargs)
         if not 0.0 < holdout < 1.0:
             raise ValueError(f"holdout must be in (0, 1), got {holdout}")
         if not fusion_weights or min(fusion_weights) < 0:
@@ -253,8 +244,8 @@ class HybridDetector(Detector):
             raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
         if not 0.0 < top_k <= 1.0:
             raise ValueError(f"top_k must be in (0, 1], got {top_k}")
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (half normal, half anomalous), got {batch_size}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (half normal, half anomalous), got {self.batch_size}")
         check_head_options(head_inputs, head_context, context_width)
         if image_head_inputs is not None:
             check_head_options(image_head_inputs, head_context, context_width, "image_head_inputs")
@@ -262,10 +253,6 @@ class HybridDetector(Detector):
             raise ValueError(f"image_hidden must be a positive integer, got {image_hidden!r}")
         if selection_epochs is not None and not is_positive_int(selection_epochs):
             raise ValueError(f"selection_epochs must be a positive integer or None, got {selection_epochs!r}")
-        self.backbone = backbone
-        self.stages = list(stages)
-        self.synth = synth
-        self.synth_options = synth_options
         self.anomalies_per_image = anomalies_per_image
         self.bank_size = bank_size
         self.candidates_per_centre = candidates_per_centre
@@ -288,10 +275,9 @@ class HybridDetector(Detector):
         self.top_k = top_k
         self.sigma = sigma
         self.mixed_precision = mixed_precision
-        self.pretrained = pretrained
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(upscale=1, **feature_options(self))
+        features = self.patch_features()
         image_head = None if self.image_head_inputs is None else self._new_head(features.channels, image=True)
         return _HybridModel(
             features, self._new_head(features.channels), self.state.get("bank_size", 1), self.head_inputs,
@@ -326,45 +312,91 @@ class HybridDetector(Detector):
     def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
         device = self._torch_device()
         self.model.to(device)
+        part = self._split(len(images))
+        pool, pool_part, pool_group = self._anomaly_pool(images, anomalies, part, progress)
+        normal_maps, anomaly_maps, masks = self._patch_maps(images, pool, device, progress)
+        banks = self._memory_banks(normal_maps, part, device, progress)
+        data = self._memory_inputs(normal_maps, anomaly_maps, part, pool_part, banks, device, progress)
+        fit = _FitData(part, pool_part, pool_group, data, masks)
+        weights, selection = self._choose_fusion_weights(fit, progress)
+        history = self._train_heads(fit, progress)
+        self.model.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
+        self._standardise(fit)
+        self.model.fusion_weights.copy_(torch.tensor(weights, dtype=torch.float32))
+        # image scores of the held-out normals and of the synthetic anomalies made on them, as predict
+        # gives them (against the training folds' memory: held-out images are not in it), for calibration
+        self.held_out_scores_ = (self._scores_of(data, "normal", fit.held_normals), self._scores_of(data, "anomaly", fit.held_anomalies))
+        self.model.cpu()
+        selection["chosen"] = {"map": weights[0], "image": weights[1]}
+        self.state.update({
+            "bank_size": int(len(self.model.memory_bank)),
+            "n_normal": len(images), "n_held_out": int(len(fit.held_normals)),
+            "n_anomalies": int(len(fit.train_anomalies)), "n_validation_anomalies": int(len(fit.held_anomalies)),
+            "fusion": selection, "loss_history": history,
+        })
+
+    def fit_record(self) -> dict[str, Any]:
+        return {"fusion": self.state.get("fusion")}
+
+    def _anomaly_pool(
+        self, images: Sequence[np.ndarray], anomalies: list[Anomaly], part: np.ndarray, progress: bool,
+    ) -> tuple[list[Anomaly], np.ndarray, np.ndarray]:
+        """The training anomalies (those given, then the synthetic ones), each one's part (its source
+        image's; one of unknown source is a training sample) and generator."""
         n = len(images)
-        part = self._split(n)
-        generator = make_generator(self.synth, self.synth_options, images)
+        generator = self.make_generator(images)
         pool = list(anomalies)
         if generator is not None:
             pool += synthesise(images, generator, self.anomalies_per_image * n, self.seed, progress)
         if not pool:
             raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
-        # an anomaly belongs to its source image's part; one of unknown source is a training sample
         unknown = stream(self.seed, HYBRID_UNKNOWN_SOURCE).integers(0, 2, len(pool))
         pool_part = np.array([part[a.source] if a.source is not None and 0 <= a.source < n else unknown[i] for i, a in enumerate(pool)])
         pool_group = np.array([a.generator or "given" for a in pool])
+        return pool, pool_part, pool_group
 
-        normal_maps = patch_maps(self.model.features, images, self.input_shape, self.batch_size, device, torch.float16, "normal features", progress)
-        anomaly_maps = patch_maps(
-            self.model.features, [a.image for a in pool], self.input_shape, self.batch_size, device, torch.float16, "anomaly features", progress
-        )
+    def _patch_maps(
+        self, images: Sequence[np.ndarray], pool: list[Anomaly], device: torch.device, progress: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patch maps of the normal images and of the anomalies (half precision, on the CPU), and the
+        anomalies' masks on the feature grid."""
+        features, shape = self.model.features, self.input_shape
+        normal_maps = patch_maps(features, images, shape, self.batch_size, device, torch.float16, "normal features", progress)
+        anomaly_maps = patch_maps(features, [a.image for a in pool], shape, self.batch_size, device, torch.float16, "anomaly features", progress)
         grid = tuple(normal_maps.shape[-2:])
         masks = torch.cat([downsample_mask(torch.from_numpy(np.asarray(a.mask, np.float32))[None, None], grid) for a in pool])
+        return normal_maps, anomaly_maps, masks
 
-        # memory: one coreset per part, sized by the part's share of the images
-        channels = normal_maps.shape[1]
-        counts = np.array([(part == p).sum() for p in (0, 1, HELD_OUT)])
+    def _memory_banks(self, normal_maps: torch.Tensor, part: np.ndarray, device: torch.device, progress: bool) -> list[torch.Tensor]:
+        """One coreset per part (fold 0, fold 1, held out), sized by the part's share of the images."""
+        n, channels = len(normal_maps), normal_maps.shape[1]
+        counts = np.array([(part == p).sum() for p in PARTS])
         sizes = np.maximum(1, (self.bank_size * counts) // n)
         sizes[2] = max(1, self.bank_size - sizes[0] - sizes[1])
         banks = []
-        for p, size in zip((0, 1, HELD_OUT), sizes):
+        for p, size in zip(PARTS, sizes):
             index = np.nonzero(part == p)[0]
             if len(index) == 0:  # a fold without images (two normal images in all): borrow the other fold
                 index = np.nonzero(part == 1 - p)[0]
             patches = normal_maps[index].permute(0, 2, 3, 1).reshape(-1, channels)
             banks.append(coreset_bank(patches.to(device), int(size), self.seed + p, self.candidates_per_centre, progress).cpu())
-        train_bank = torch.cat(banks[:2])
-        reference = {0: banks[1], 1: banks[0], HELD_OUT: train_bank}  # the bank each part is compared with
+        return banks
 
-        def memory_inputs(maps: torch.Tensor, parts: np.ndarray, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _memory_inputs(
+        self, normal_maps: torch.Tensor, anomaly_maps: torch.Tensor, part: np.ndarray, pool_part: np.ndarray,
+        banks: list[torch.Tensor], device: torch.device, progress: bool,
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each sample's patch maps with their residual and distance to the nearest normal patch of the
+        bank its part is compared with (a fold with the other fold's, the held-out part with both
+        folds'), by kind (``"normal"``, ``"anomaly"``); sets the distance's scale, the median over the
+        training normals."""
+        reference = {0: banks[1], 1: banks[0], HELD_OUT: torch.cat(banks[:2])}
+        grid = normal_maps.shape[-2:]
+
+        def nearest(maps: torch.Tensor, parts: np.ndarray, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
             distance = torch.zeros(len(maps), 1, *grid)
             residual = torch.zeros(maps.shape, dtype=torch.float16)
-            for p in (0, 1, HELD_OUT):
+            for p in PARTS:
                 index = np.nonzero(parts == p)[0]
                 for start in tqdm(range(0, len(index), 32), desc=f"{desc} ({p})", disable=not progress or not len(index)):
                     chunk = torch.from_numpy(index[start : start + 32])
@@ -372,76 +404,67 @@ class HybridDetector(Detector):
                     distance[chunk], residual[chunk] = d.cpu(), r.half().cpu()
             return distance, residual
 
-        normal_distance, normal_residual = memory_inputs(normal_maps, part, "normal memory")
-        anomaly_distance, anomaly_residual = memory_inputs(anomaly_maps, pool_part, "anomaly memory")
+        normal_distance, normal_residual = nearest(normal_maps, part, "normal memory")
+        anomaly_distance, anomaly_residual = nearest(anomaly_maps, pool_part, "anomaly memory")
         self.model.distance_scale.fill_(float(normal_distance[torch.from_numpy(part != HELD_OUT)].median()) or 1.0)
-
-        data = {
+        return {
             "normal": (normal_maps, normal_residual, normal_distance),
             "anomaly": (anomaly_maps, anomaly_residual, anomaly_distance),
         }
-        train_normals = np.nonzero(part != HELD_OUT)[0]
-        held_normals = np.nonzero(part == HELD_OUT)[0]
-        train_anomalies = np.nonzero(pool_part != HELD_OUT)[0]
 
-        # the fusion weights: leave one generator out of the head's training, score its anomalies
+    def _choose_fusion_weights(self, fit: "_FitData", progress: bool) -> tuple[tuple[float, float], dict[str, Any]]:
+        """The head weights of the map and of the image score, and the record of how they were chosen:
+        leave one generator out of the heads' training and score its held-out anomalies."""
         selection: dict[str, Any] = {"weights": self.fusion_weights}
-        groups = sorted(set(pool_group[train_anomalies]) & set(pool_group[pool_part == HELD_OUT]))
+        groups = sorted(set(fit.pool_group[fit.train_anomalies]) & set(fit.pool_group[fit.pool_part == HELD_OUT]))
         if self.select == "fixed" or len(groups) < 2:
-            weights = (self.fixed_weight, self.fixed_weight)
             selection["method"] = "fixed" if self.select == "fixed" else "fixed (fewer than two generators to leave out)"
-        else:
-            scores = {"map": [], "image": []}
-            epochs = self.selection_epochs or (self.epochs + 1) // 2
-            for group in tqdm(groups, desc="select fusion", unit="generator", disable=not progress):
-                kept = train_anomalies[pool_group[train_anomalies] != group]
-                head, _ = self._train_head(data, train_normals, kept, masks, False, epochs)
-                image_head = head
-                if self.image_head_inputs is not None:
-                    image_head, _ = self._train_head(data, train_normals, kept, masks, False, epochs, image=True)
-                valid = np.nonzero((pool_part == HELD_OUT) & (pool_group == group))[0]
-                result = self._validate(head, image_head, data, held_normals, valid, masks)
-                for key in scores:
-                    scores[key].append(result[key])
-            mean = {key: np.mean(value, axis=0) for key, value in scores.items()}
-            weights = tuple(self._choose(mean[key]) for key in ("map", "image"))
-            selection.update({
-                "method": "leave-one-generator-out", "generators": [str(g) for g in groups],
-                "validation_pixel_auroc": [round(float(v), 4) for v in mean["map"]],
-                "validation_image_auroc": [round(float(v), 4) for v in mean["image"]],
-                "per_generator": {
-                    str(g): {"pixel_auroc": [round(float(v), 4) for v in scores["map"][i]],
-                             "image_auroc": [round(float(v), 4) for v in scores["image"][i]]}
-                    for i, g in enumerate(groups)
-                },
-            })
+            return (self.fixed_weight, self.fixed_weight), selection
+        scores: dict[str, list] = {"map": [], "image": []}
+        epochs = self.selection_epochs or (self.epochs + 1) // 2
+        for group in tqdm(groups, desc="select fusion", unit="generator", disable=not progress):
+            kept = fit.train_anomalies[fit.pool_group[fit.train_anomalies] != group]
+            head, _ = self._train_head(fit.data, fit.train_normals, kept, fit.masks, False, epochs)
+            image_head = head
+            if self.image_head_inputs is not None:
+                image_head, _ = self._train_head(fit.data, fit.train_normals, kept, fit.masks, False, epochs, image=True)
+            valid = np.nonzero((fit.pool_part == HELD_OUT) & (fit.pool_group == group))[0]
+            result = self._validate(head, image_head, fit.data, fit.held_normals, valid, fit.masks)
+            for key in scores:
+                scores[key].append(result[key])
+        mean = {key: np.mean(value, axis=0) for key, value in scores.items()}
+        weights = tuple(self._choose(mean[key]) for key in ("map", "image"))
+        selection.update({
+            "method": "leave-one-generator-out", "generators": [str(g) for g in groups],
+            "validation_pixel_auroc": [round(float(v), 4) for v in mean["map"]],
+            "validation_image_auroc": [round(float(v), 4) for v in mean["image"]],
+            "per_generator": {
+                str(g): {"pixel_auroc": [round(float(v), 4) for v in scores["map"][i]],
+                         "image_auroc": [round(float(v), 4) for v in scores["image"][i]]}
+                for i, g in enumerate(groups)
+            },
+        })
+        return weights, selection
 
-        head, history = self._train_head(data, train_normals, train_anomalies, masks, progress)
+    def _train_heads(self, fit: "_FitData", progress: bool) -> list[float]:
+        """The kept heads, trained on every training anomaly; returns the map head's loss history."""
+        head, history = self._train_head(fit.data, fit.train_normals, fit.train_anomalies, fit.masks, progress)
         self.model.head.load_state_dict(head.state_dict())
         if self.model.image_head is not None:
-            image_head, image_history = self._train_head(data, train_normals, train_anomalies, masks, progress, image=True)
+            image_head, image_history = self._train_head(fit.data, fit.train_normals, fit.train_anomalies, fit.masks, progress, image=True)
             self.model.image_head.load_state_dict(image_head.state_dict())
             self.state["image_loss_history"] = image_history
-        self.model.eval()  # the statistics below must see the heads as predict does (batch norm in eval mode)
-        self.model.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
-        memory = data["normal"][2][torch.from_numpy(held_normals)]
+        return history
+
+    def _standardise(self, fit: "_FitData") -> None:
+        """The memory's and the heads' standardisation on the held-out normals, as predict sees them
+        (batch norm in eval mode)."""
+        self.model.eval()
+        memory = fit.data["normal"][2][torch.from_numpy(fit.held_normals)]
         self.model.memory_stats.copy_(mean_and_spread(memory))
-        self.model.head_stats.copy_(mean_and_spread(self._logits(self.model.head, data, held_normals)))
+        self.model.head_stats.copy_(mean_and_spread(self._logits(self.model.head, fit.data, fit.held_normals)))
         if self.model.image_head is not None:
-            self.model.image_head_stats.copy_(mean_and_spread(self._logits(self.model.image_head, data, held_normals, image=True)))
-        self.model.fusion_weights.copy_(torch.tensor(weights, dtype=torch.float32))
-        # image scores of the held-out normals and of the synthetic anomalies made on them, as predict
-        # gives them (against the training folds' memory: held-out images are not in it), for calibration
-        held_anomalies = np.nonzero(pool_part == HELD_OUT)[0]
-        self.held_out_scores_ = (self._scores_of(data, "normal", held_normals), self._scores_of(data, "anomaly", held_anomalies))
-        self.model.cpu()
-        selection["chosen"] = {"map": weights[0], "image": weights[1]}
-        self.state.update({
-            "bank_size": int(len(self.model.memory_bank)),
-            "n_normal": n, "n_held_out": int(len(held_normals)),
-            "n_anomalies": int(len(train_anomalies)), "n_validation_anomalies": int((pool_part == HELD_OUT).sum()),
-            "fusion": selection, "loss_history": history,
-        })
+            self.model.image_head_stats.copy_(mean_and_spread(self._logits(self.model.image_head, fit.data, fit.held_normals, image=True)))
 
     def _choose(self, values: np.ndarray) -> float:
         return choose_weight(self.fusion_weights, values, self.gain_share, self.tolerance)
@@ -532,15 +555,18 @@ class HybridDetector(Detector):
         for start in range(0, len(index), self.batch_size):
             chunk = torch.from_numpy(index[start : start + self.batch_size])
             patches, residual, distance = (t[chunk].float().to(device) for t in data[kind])
-            scores.append(self._finish(*self.model.fuse(patches, distance, residual))[0].cpu())
+            scores.append(self.post_process(*self.model.fuse(patches, distance, residual))[0].cpu())
         return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
 
     # -- inference -----------------------------------------------------------------------------
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         patches = self.model.features(to_batch(images, self.input_shape).to(device))
-        return self._finish(*self.model(patches))
+        return self.post_process(*self.model(patches))
 
-    def _finish(self, fused_map: torch.Tensor, fused_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def export_outputs(self, patches: torch.Tensor, distance: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.post_process(*self.model.fuse(patches, distance, residual))
+
+    def post_process(self, fused_map: torch.Tensor, fused_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid maps -> (image scores, smoothed maps at the input shape); also the exported graph's end."""
         # one map serves both when the image score fuses the map's head with the same weight
         same = self.model.image_head is None and bool(self.model.fusion_weights[0] == self.model.fusion_weights[1])

@@ -3,18 +3,17 @@ distances (Roth et al., "Towards Total Recall in Industrial Anomaly Detection").
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import DEFAULT_STAGES
-from .base import Anomaly, Detector
-from .features import PatchFeatures, feature_options, gaussian_blur, patch_maps, to_batch
+from .base import Anomaly
+from .features import PatchFeatures, gaussian_blur, patch_maps, to_batch
 from .memory import coreset_bank, nearest
-from .sizing import Aspect, Tiling
+from .patch_detector import PatchDetector
 
 
 class _KNNModel(nn.Module):
@@ -24,7 +23,7 @@ class _KNNModel(nn.Module):
         self.register_buffer("memory_bank", torch.zeros(bank_size, channels))
 
 
-class PatchKNN(Detector):
+class PatchKNN(PatchDetector):
     """Normal-only kNN patch detector (PatchCore): the reference every synthetic-trained detector must beat.
 
     Args:
@@ -34,47 +33,36 @@ class PatchKNN(Detector):
         candidates_per_centre: the greedy search looks at most this many random patches per centre.
         k: neighbours averaged for the patch score (PatchCore uses 1).
         sigma: Gaussian smoothing of the upsampled anomaly map, in pixels.
-        image_size, aspect, max_side: the size rule (see :class:`~detectors.sizing.SizeRule`).
-        tile_size, tile_overlap: inputs larger than ``tile_size`` go through the backbone in windows that
-            overlap by ``tile_overlap`` pixels (see :class:`~detectors.sizing.Tiling`); ``None``: whole.
+        backbone, stages, tiling and the size rule: see :class:`~detectors.patch_detector.PatchDetector`.
     """
 
     kind = "knn"
 
     def __init__(
         self,
-        backbone: str = "efficientnet-lite0",
-        stages: Sequence[int] = DEFAULT_STAGES,
         coreset_ratio: float = 0.1,
         max_coreset: int = 10000,
         candidates_per_centre: int = 20,
         k: int = 1,
         sigma: float = 4.0,
-        image_size: int = 256,
-        aspect: Aspect = "auto",
-        max_side: int = 1024,
-        tile_size: int | None = None,
-        tile_overlap: int = 128,
-        batch_size: int = 16,
-        seed: int = 0,
-        device: str | None = None,
-        pretrained: bool = True,
+        **kwargs: Any,
     ):
-        super().__init__(image_size=image_size, aspect=aspect, max_side=max_side, batch_size=batch_size, seed=seed, device=device)
-        Tiling(tile_size, tile_overlap)  # checks the tiling options now rather than at fit time
-        self.tile_size = tile_size
-        self.tile_overlap = tile_overlap
-        self.backbone = backbone
-        self.stages = list(stages)
+        super().__init__(**kwargs)
         self.coreset_ratio = coreset_ratio
         self.max_coreset = max_coreset
         self.candidates_per_centre = candidates_per_centre
         self.k = k
         self.sigma = sigma
-        self.pretrained = pretrained
+
+    exportable = True
+
+    def check_exportable(self) -> None:
+        super().check_exportable()
+        if self.k > 1:
+            raise ValueError("a kNN detector with k > 1 cannot be exported yet (the graph uses the nearest neighbour)")
 
     def _build(self) -> nn.Module:
-        features = PatchFeatures(upscale=1, **feature_options(self))
+        features = self.patch_features()
         return _KNNModel(features, features.channels, self.state.get("bank_size", 1))
 
     def _patches(self, images: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -100,9 +88,12 @@ class PatchKNN(Detector):
             distance = nearest(queries, bank)[0]
         else:
             distance = torch.cdist(queries, bank).topk(min(self.k, len(bank)), dim=1, largest=False).values.mean(1)
-        return self._finish(distance.view(b, 1, h, w))
+        return self.post_process(distance.view(b, 1, h, w))
 
-    def _finish(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def export_outputs(self, patches: torch.Tensor, distance: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.post_process(distance)
+
+    def post_process(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch distance maps (B x 1 x h x w) -> (image scores, smoothed maps at the input shape);
         also the exported graph's end."""
         scores = patch_scores.flatten(1).amax(1)

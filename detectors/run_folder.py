@@ -16,8 +16,7 @@ from synth.common.storage import check_output_folder
 from .base import Detector, detector_class
 from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_split
 from .data import load_generated_anomalies, load_normals
-from .features import feature_options
-from .synthetic import make_generator, synthesise
+from .synthetic import DEFAULT_SYNTH, make_generator, synthesise
 
 
 def train_run(
@@ -69,13 +68,12 @@ def train_run(
         "n_normal": len(normals.images), "n_ready_anomalies": len(anomalies), "train_seconds": round(train_s, 1),
         "input_shape": list(detector.input_shape), "skipped_files": normals.skipped, "config": detector.get_config(),
     }
-    if detector.kind == "hybrid":
-        info["fusion"] = detector.state.get("fusion")
+    info.update(detector.fit_record())
     info["calibration"] = detector.calibration
-    if reference and detector.kind != "knn":
+    if reference and detector.uses_anomalies:
         knn = detector_class("knn")(  # the same features as the detector: its backbone, stages and tiling where it has them
             image_size=detector.image_size, aspect=detector.aspect, max_side=detector.max_side, seed=detector.seed, device=detector.device,
-            **feature_options(detector),
+            **detector.reference_options(),
         )
         if progress:
             from tqdm.auto import tqdm
@@ -91,12 +89,13 @@ def train_run(
     return info
 
 
-def held_out_scores(detector, images: list[np.ndarray], per_image: int = 2, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def held_out_scores(detector: Detector, images: list[np.ndarray], per_image: int = 2, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Image scores of held-out normal images and of synthetic anomalies made on them (with the
     detector's own generators, or the default mix for a detector that has none)."""
-    spec = getattr(detector, "synth", None)
-    spec = spec if spec and spec != "none" else "draem,nsa,cutpaste"
-    generator = make_generator(spec, getattr(detector, "synth_options", None), images)
+    if detector.uses_anomalies:
+        generator = detector.calibration_generator(images)
+    else:
+        generator = make_generator(DEFAULT_SYNTH, None, images)
     anomalies = synthesise(images, generator, per_image * len(images), detector.seed + 1, progress)
     normal = detector.predict(images).scores
     anomalous = detector.predict([a.image for a in anomalies]).scores if anomalies else np.zeros(0, np.float32)

@@ -12,6 +12,8 @@ from synth.registry import build_generator, parse_weights
 
 from .base import Anomaly
 
+DEFAULT_SYNTH = "draem,nsa,cutpaste"
+
 
 def make_generator(
     spec: str | AnomalyGenerator | None,
@@ -47,3 +49,30 @@ def synthesise(
         if sample.is_anomalous and sample.mask.max() > 0:
             out.append(Anomaly(sample.image, sample.mask, sample.generator, i % len(images)))
     return out
+
+
+class SyntheticAnomalies:
+    """Mixin of the detectors that learn from synthetic anomalies: the generators that make them.
+
+    Args:
+        synth: generators for the training anomalies (``"draem,nsa,cutpaste"``, one name, or ``"none"``
+            to use only the anomalies passed to ``fit``).
+        synth_options: keyword arguments per generator (as for :func:`synth.build_generator`).
+    """
+
+    uses_anomalies = True
+
+    def __init__(self, synth: str = DEFAULT_SYNTH, synth_options: dict[str, dict[str, Any]] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.synth = synth
+        self.synth_options = synth_options
+
+    def make_generator(self, sources: Sequence[np.ndarray]) -> AnomalyGenerator | None:
+        """The training anomalies' generator, its sources drawn from ``sources`` (None for ``"none"``)."""
+        return make_generator(self.synth, self.synth_options, sources)
+
+    def calibration_generator(self, sources: Sequence[np.ndarray]) -> AnomalyGenerator:
+        """The generator of the anomalies made on held-out normals to calibrate the threshold: the
+        detector's own, or the default mix with its options when it has none."""
+        spec = self.synth if self.synth and self.synth != "none" else DEFAULT_SYNTH
+        return make_generator(spec, self.synth_options, sources)

@@ -6,7 +6,7 @@ import torch
 
 from detectors import DRAEM, Anomaly, Backbone, Detector, FeatureDiscriminator, PatchKNN, auroc, load_detector
 from detectors.backbone import _load_state_dict, _weights_path
-from detectors.feature_discriminator import downsample_mask
+from detectors.features import downsample_mask
 from synth import DRAEM as DRAEMGenerator
 
 from conftest import smooth, with_defect
@@ -145,3 +145,49 @@ def test_errors_are_clear(tmp_path):
         DRAEM(image_size=24)
     with pytest.raises(ValueError, match="aspect must be 'auto' or 'square'"):
         PatchKNN(aspect="wide")
+
+
+def test_the_patch_detectors_share_one_base_and_say_what_they_can_do():
+    from detectors import HybridDetector, PatchDetector, SyntheticAnomalies
+    from detectors.registry import DETECTORS
+
+    kinds = {name: DETECTORS.get(name) for name in DETECTORS.names()}
+    assert {n for n, k in kinds.items() if issubclass(k, PatchDetector)} == {"hybrid", "feature", "knn"}
+    assert {n for n, k in kinds.items() if k.uses_anomalies} == {n for n, k in kinds.items() if issubclass(k, SyntheticAnomalies)}
+    assert {n for n, k in kinds.items() if k.exportable} == {"hybrid", "knn"}
+    assert kinds["knn"].uses_anomalies is False
+    for klass in (HybridDetector, FeatureDiscriminator, PatchKNN):  # the base's options, in every constructor's parameters
+        assert {"backbone", "stages", "pretrained", "tile_size", "tile_overlap", "image_size", "seed"} <= set(klass.param_names())
+    assert DRAEM().batch_size == 8 and DRAEM().synth == "draem" and HybridDetector().synth == "draem,nsa,cutpaste"
+    hybrid = HybridDetector(backbone="efficientnet-lite0", stages=(3,), tile_size=128, tile_overlap=32)
+    assert hybrid.reference_options() == {"backbone": "efficientnet-lite0", "stages": [3], "pretrained": True,
+                                          "tile_size": 128, "tile_overlap": 32}
+    assert PatchKNN(**hybrid.reference_options()).feature_options() == hybrid.feature_options()
+    assert DRAEM().reference_options() == {}
+    with pytest.raises(ValueError, match="a feature detector cannot be exported to ONNX yet; exportable: hybrid, knn"):
+        FeatureDiscriminator().check_exportable()
+    with pytest.raises(ValueError, match="k > 1"):
+        PatchKNN(k=3).check_exportable()
+    PatchKNN().check_exportable()
+    with pytest.raises(ValueError, match="tile_overlap"):
+        PatchKNN(tile_size=64, tile_overlap=64)  # the base checks the tiling of every patch detector
+
+
+def test_no_detector_kind_is_compared_with_a_string_outside_the_registry():
+    """What a detector can do is asked of the detector (its capabilities), not read from its name."""
+    import re
+    from pathlib import Path
+
+    from detectors.registry import DETECTORS
+
+    root = Path(__file__).resolve().parents[1]
+    names = "|".join(DETECTORS.names())
+    compared = re.compile(rf"""(==|!=|\bin)\s*\(?["']({names})["']|["']({names})["']\s*(==|!=)""")
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for folder in ("synth", "detectors", "curate", "anomalyforge", "benchmarks")
+        for path in sorted((root / folder).rglob("*.py")) if path.name != "registry.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if compared.search(line) and "generator" not in line and "name ==" not in line
+    ]
+    assert found == []
