@@ -46,7 +46,7 @@ def generator_options(args: argparse.Namespace) -> dict[str, dict]:
     from synth.presets import preset_options
 
     own = {
-        "cutpaste": {"variant": args.variant}, "nsa": {"label_mode": args.label_mode}, "draem": {},
+        "cutpaste": {"variant": args.variant} if args.variant else {}, "nsa": {"label_mode": args.label_mode}, "draem": {},
         "diffusion": {"model": args.model, "defect": args.defect},
     }
     options = {name: {**preset_options(args.preset, args.textures)[name], **mine, "p_unchanged": args.p_unchanged}
@@ -127,20 +127,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_options(items: list[str]) -> dict:
-    """``--set key=value`` options of one class, read as a recipe's overrides are (values as YAML)."""
-    from .recipe import parse_overrides
-
-    return {".".join(keys): value for keys, value in parse_overrides(items)}
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors import detector_class
-    from detectors.run_folder import train_run
+    from detectors.run_folder import train_detector
+    from synth.common.options import checked_options, parse_options
     from synth.dataset.layout import generated_input_folder, is_generated_dataset
-    from synth.presets import guess_preset, preset_options
-
-    from .recipe import checked_options
 
     data = Path(args.data)
     if not data.is_dir():
@@ -152,22 +143,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         normals_dir = Path(args.normals or generated_input_folder(data))
         if not normals_dir.is_dir():
             raise FileNotFoundError(f"{data}: its normal images ({normals_dir}) are gone; pass --normals DIR")
-    klass = detector_class(args.detector)
-    if anomalies_dir and not klass.uses_anomalies:
-        raise ValueError(f"the {args.detector} detector trains on normal images only; drop --anomalies")
-    options = checked_options(klass, parse_options(args.set), f"{args.detector} detector")
+    options = checked_options(detector_class(args.detector), parse_options(args.set), f"{args.detector} detector")
     for name in ("epochs", "seed", "device"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
-    options["image_size"] = args.size
-    options["aspect"] = args.aspect
-    if klass.uses_anomalies:
-        options.setdefault("synth", args.synth if args.synth is not None else ("none" if anomalies_dir else "draem,nsa,cutpaste"))
-        preset = guess_preset(normals_dir) if args.preset == "auto" else args.preset
-        options.setdefault("synth_options", preset_options(preset, args.textures))
-    detector = klass(**options)
-    info = train_run(detector, normals_dir, args.out, anomalies_dir, reference=not args.no_reference, progress=not args.quiet,
-                     target_fpr=args.target_fpr)
+    options.update(image_size=args.size, aspect=args.aspect)
+    info = train_detector(
+        args.detector, normals_dir, args.out, anomalies_dir, options, synth=args.synth, preset=args.preset,
+        textures=args.textures, reference=not args.no_reference, progress=not args.quiet, target_fpr=args.target_fpr,
+    )
     if info is None:  # under `accelerate launch`, one process writes the run
         return 0
     skipped = f"; {len(info['skipped_files'])} unusable files skipped (unreadable or too small)" if info["skipped_files"] else ""
@@ -232,7 +216,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _scorer(args: argparse.Namespace):
     from curate.sample_scorer import EAPScorer
 
-    from .recipe import checked_options
+    from synth.common.options import checked_options, parse_options
 
     options = checked_options(EAPScorer, parse_options(args.set), "EAP scorer")
     for name in ("seed", "device"):
@@ -307,58 +291,38 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_defects(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
-    from synth import ImageFiles, normal_image_paths
-    from synth.diffusion import split_shots
-    from synth.presets import preset_options
+    from synth.common.options import checked_options, parse_options
+    from synth.diffusion import fit_defects
     from synth.registry import BACKENDS
-
-    from .recipe import checked_options
 
     data = Path(args.data)
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data} is not a folder")
-    defects = [d.strip() for d in args.defects.split(",")] if args.defects else None
-    shots, held_out, bad = split_shots(data, args.shots, seed=args.seed, defects=defects)
-    if not shots:
-        raise ValueError(f"{data}: no readable defect shots")
-    normals = ImageFiles(normal_image_paths(args.normals or data))
-    klass = BACKENDS.get(args.backend)
-    options = checked_options(klass, parse_options(args.set), f"{args.backend} diffusion")
-    for name in ("seed", "device"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
+    options = checked_options(BACKENDS.get(args.backend), parse_options(args.set), f"{args.backend} diffusion")
+    if args.device is not None:
+        options["device"] = args.device
     if args.steps is not None:
         options["train_steps"] = args.steps
-    for name, value in preset_options(args.preset)["diffusion"].items():
-        options.setdefault(name, value)
     if args.backend == "pretrained":
         if not args.pretrained:
             raise ValueError("--backend pretrained needs --pretrained DIR_OR_HUB_ID (a Stable Diffusion inpainting pipeline)")
         options["pretrained"] = args.pretrained
         if args.lora_rank:
             options["lora_rank"] = args.lora_rank
-    try:
-        generator = klass(**options)
-    except TypeError as error:
-        raise ValueError(f"bad --set option for the {args.backend} backend: {error}") from None
-    out = Path(args.out)
-    generator.fit(shots, normals, progress=not args.quiet, checkpoint_dir=out / "checkpoint")
-    if not PartialState().is_main_process:  # under `accelerate launch`, one process writes the model
+    fitted = fit_defects(
+        data, args.out, args.backend, args.shots, [d.strip() for d in args.defects.split(",")] if args.defects else None,
+        args.normals, options, preset=args.preset, seed=args.seed, preview=args.preview, progress=not args.quiet,
+    )
+    if fitted is None:  # under `accelerate launch`, one process writes the model
         return 0
-    generator.save_pretrained(out)
-    if args.preview:
-        from synth.common.pictures import save_png, shots_sheet
-        from synth.diffusion import example_defects
-
-        samples = example_defects(generator, normals, args.preview)
-        print(f"preview sheet: {save_png(out / 'preview.png', shots_sheet(shots, samples, args.preview))}")
+    if fitted.preview:
+        print(f"preview sheet: {fitted.preview}")
+    generator = fitted.generator
     counts = ", ".join(f"{d} {n}" for d, n in generator.fit_summary["shots"].items())
-    skipped = f"; {len(bad)} unreadable files skipped" if bad else ""
-    print(f"learned {len(generator.defects)} defect types from {len(shots)} shots ({counts}) in "
-          f"{generator.fit_summary['train_seconds']:.0f} s{skipped}; saved to {out}")
-    print(f"generate with: anomalyforge generate --input {data} --generator diffusion --model {out} --out DIR")
+    skipped = f"; {len(fitted.skipped)} unreadable files skipped" if fitted.skipped else ""
+    print(f"learned {len(generator.defects)} defect types from {len(fitted.shots)} shots ({counts}) in "
+          f"{generator.fit_summary['train_seconds']:.0f} s{skipped}; saved to {fitted.out}")
+    print(f"generate with: anomalyforge generate --input {data} --generator diffusion --model {fitted.out} --out DIR")
     return 0
 
 
@@ -421,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mvtec: test/<generator>/ + ground_truth/; hf: hub-ready parquet folder")
     gen.add_argument("--preset", choices=PRESETS, default="texture",
                      help="object: anomalies stay on the object (background estimated from the border)")
-    gen.add_argument("--variant", choices=["normal", "scar", "union", "3way"], default="union", help="CutPaste variant")
+    gen.add_argument("--variant", choices=["normal", "scar", "union", "3way"], default=None,
+                     help="CutPaste variant (default: union, a normal patch or a scar per sample)")
     gen.add_argument("--label-mode", choices=["binary", "intensity", "logistic-intensity"], default="logistic-intensity",
                      help="NSA mask type")
     gen.add_argument("--textures", default=None, help="DRAEM anomaly source texture folder (default: bundled textures)")
@@ -552,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="generator options, e.g. resolution=128 batch_size=16 num_inference_steps=50")
     fit.add_argument("--preview", type=int, default=3, metavar="N",
                      help="write OUT/preview.png: each type's shots next to N generated defects (0: none)")
-    fit.add_argument("--seed", type=int, default=None, help="seed of the shot choice and training (default 0)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the shot choice and training (default 0)")
     fit.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
     fit.set_defaults(func=cmd_fit_defects)

@@ -132,30 +132,17 @@ def step_normals(ctx: RunContext) -> dict[str, Any]:
 
 def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
     """Learn the real defect types from a few shots with a diffusion model (few-shot recipes)."""
-    from synth import ImageFiles, normal_image_paths
-    from synth.common.pictures import save_png, shots_sheet
-    from synth.diffusion import example_defects, split_shots
-    from synth.presets import preset_options
-    from synth.registry import BACKENDS
+    from synth.diffusion import fit_defects
 
     fit = ctx.recipe["fit_defects"]
-    shots, held_out, bad = split_shots(fit["data"], fit["shots"], seed=ctx.seed, defects=fit["defects"])
-    if not shots:
-        raise ValueError(f"fit_defects.data: no readable defect shots in {fit['data']}")
-    options = {"seed": ctx.seed, **fit["options"]}
-    for name, value in preset_options(ctx.recipe["data"]["preset"])["diffusion"].items():
-        options.setdefault(name, value)
-    generator = BACKENDS.get(fit["backend"])(**options)
-    normals = ImageFiles(normal_image_paths(ctx.train_dir))
-    out = ctx.root / "defects"
-    generator.fit(shots, normals, progress=ctx.progress, checkpoint_dir=out / "checkpoint")
-    generator.save_pretrained(out)
-    if fit["preview"]:
-        samples = example_defects(generator, normals, fit["preview"])
-        save_png(out / "preview.png", shots_sheet(shots, samples, fit["preview"]))
+    fitted = fit_defects(
+        fit["data"], ctx.root / "defects", fit["backend"], fit["shots"], fit["defects"], ctx.train_dir, fit["options"],
+        preset=ctx.recipe["data"]["preset"], seed=ctx.seed, preview=fit["preview"], progress=ctx.progress,
+    )
     return {
-        "model": str(out), "defects": list(generator.defects), "shots": [str(s.source) for s in shots],
-        "n_held_out": len(held_out), "skipped_files": bad, "train_seconds": generator.fit_summary.get("train_seconds"),
+        "model": str(fitted.out), "defects": list(fitted.generator.defects), "shots": [str(s.source) for s in fitted.shots],
+        "n_held_out": len(fitted.held_out), "skipped_files": fitted.skipped,
+        "train_seconds": fitted.generator.fit_summary.get("train_seconds"),
     }
 
 
@@ -218,22 +205,18 @@ def step_curate(ctx: RunContext) -> dict[str, Any]:
 
 def step_train(ctx: RunContext) -> dict[str, Any]:
     from detectors import detector_class
-    from detectors.run_folder import train_run
-    from synth.presets import preset_options
+    from detectors.run_folder import train_detector
 
     train = dict(ctx.recipe["train"])
     kind, reference, target_fpr = train.pop("detector"), train.pop("reference"), train.pop("target_fpr")
-    options = {"seed": ctx.seed, **train}
-    klass = detector_class(kind)
-    if klass.uses_anomalies:
-        options.setdefault("synth", "none")  # the curated dataset is the training anomalies
-        textures = ctx.recipe["generate"]["generators"].get("draem", {}).get("texture_dir")
-        options.setdefault("synth_options", preset_options(ctx.recipe["data"]["preset"], textures))
-    detector = klass(**options)
-    anomalies = ctx.anomalies_dir if klass.uses_anomalies else None
+    # the curated (or generated) dataset is the training anomalies of a detector that learns from them
+    anomalies = ctx.anomalies_dir if detector_class(kind).uses_anomalies else None
     shutil.rmtree(ctx.root / "detector", ignore_errors=True)  # what an interrupted attempt wrote
-    info = train_run(detector, ctx.train_dir, ctx.root / "detector", anomalies, reference=reference, progress=ctx.progress,
-                     target_fpr=target_fpr)
+    info = train_detector(
+        kind, ctx.train_dir, ctx.root / "detector", anomalies, {"seed": ctx.seed, **train}, preset=ctx.recipe["data"]["preset"],
+        textures=ctx.recipe["generate"]["generators"].get("draem", {}).get("texture_dir"), reference=reference,
+        progress=ctx.progress, target_fpr=target_fpr,
+    )
     if info is None:
         raise RuntimeError("recipes run in one process; use `anomalyforge train` under accelerate launch")
     return {"checkpoint": str(ctx.root / "detector" / "model"), "n_normal": info["n_normal"],

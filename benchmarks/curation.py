@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomalyforge.cli import parse_options  # noqa: E402
+from synth.common.options import parse_options  # noqa: E402
 from curate.sample_scorer import EAPScorer  # noqa: E402
 from detectors import FeatureDiscriminator  # noqa: E402
 from detectors.base import Anomaly  # noqa: E402

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomalyforge.cli import parse_options  # noqa: E402
+from synth.common.options import parse_options  # noqa: E402
 from detectors import detector_class  # noqa: E402
 from detectors.data import load_normals, load_test_set  # noqa: E402
 from detectors.evaluation import metrics_for  # noqa: E402

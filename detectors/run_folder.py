@@ -6,17 +6,47 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from synth.common.files import write_atomic
 from synth.common.storage import check_output_folder
+from synth.presets import guess_preset, preset_options
 
 from .base import Detector, detector_class
 from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_split
 from .data import load_generated_anomalies, load_normals
 from .synthetic import DEFAULT_SYNTH, make_generator, synthesise
+
+
+def train_detector(
+    kind: str,
+    normals_dir: str | Path,
+    out: str | Path,
+    anomalies_dir: str | Path | None = None,
+    options: Mapping[str, Any] | None = None,
+    synth: str | None = None,
+    preset: str = "auto",
+    textures: str | None = None,
+    reference: bool = True,
+    progress: bool = True,
+    target_fpr: float = DEFAULT_TARGET_FPR,
+) -> dict[str, Any] | None:
+    """``anomalyforge train`` and a recipe's train step: build the ``kind`` detector from ``options``
+    and train it into the run folder ``out`` (see :func:`train_run`). A detector that learns from
+    anomalies draws them from ``synth`` (default: none when ``anomalies_dir`` gives them, else the
+    default mix) placed by ``preset`` (``auto``: guessed from the normal images)."""
+    klass = detector_class(kind)
+    if anomalies_dir and not klass.uses_anomalies:
+        raise ValueError(f"the {kind} detector trains on normal images only; drop --anomalies")
+    options = dict(options or {})
+    if klass.uses_anomalies:
+        options.setdefault("synth", synth if synth is not None else ("none" if anomalies_dir else DEFAULT_SYNTH))
+        chosen = guess_preset(normals_dir) if preset == "auto" else preset
+        options.setdefault("synth_options", preset_options(chosen, textures))
+    return train_run(klass(**options), normals_dir, out, anomalies_dir, reference=reference, progress=progress,
+                     target_fpr=target_fpr)
 
 
 def train_run(

@@ -24,7 +24,7 @@ class CutPaste(AnomalyGenerator):
 
     Args:
         variant: ``"normal"`` (large rectangle), ``"scar"`` (thin rotated rectangle), ``"union"``
-            (normal or scar, 50/50) or ``"3way"`` (unchanged, normal or scar with labels 0, 1, 2).
+            (normal or scar, 50/50; the default) or ``"3way"`` (unchanged, normal or scar with labels 0, 1, 2).
         area_ratio: patch area as a fraction of the image area (normal variant).
         aspect_ratio: lower bound of the log-uniform width/height ratio; the upper is its inverse.
         scar_width, scar_height: scar size in pixels of a ``reference_size`` image (the paper's
@@ -42,7 +42,7 @@ class CutPaste(AnomalyGenerator):
 
     def __init__(
         self,
-        variant: Variant = "normal",
+        variant: Variant = "union",
         area_ratio: tuple[float, float] = (0.02, 0.15),
         aspect_ratio: float = 0.3,
         scar_width: tuple[int, int] = (2, 16),

@@ -67,8 +67,6 @@ def build_generator(
             if not kwargs.get("model"):
                 raise ValueError("the diffusion generator needs a fitted model folder: options diffusion.model=DIR")
             return GENERATORS.get(kind).from_pretrained(kwargs.pop("model"), **kwargs)
-        if kind == "cutpaste":
-            kwargs.setdefault("variant", "union")
         if kind == "nsa":
             kwargs["sources"] = sources
         return GENERATORS.get(kind)(**kwargs)

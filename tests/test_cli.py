@@ -118,3 +118,18 @@ def test_every_option_of_every_command_has_a_help_line():
     missing = [f"{name} {action.option_strings or action.dest}" for name, sub in commands.items()
                for action in sub._actions if not action.help]
     assert not missing
+
+
+def test_cutpaste_default_variant_is_set_once():
+    """The class holds the default; the registry, the CLI and the recipes take it from there."""
+    import inspect
+
+    from anomalyforge.cli import build_parser
+    from synth import CutPaste
+    from synth.registry import build_generator
+
+    default = inspect.signature(CutPaste).parameters["variant"].default
+    assert build_generator("cutpaste").variant == default
+    generate = build_parser()._subparsers._group_actions[0].choices["generate"]
+    variant = next(action for action in generate._actions if action.dest == "variant")
+    assert variant.default is None and f"default: {default}" in variant.help

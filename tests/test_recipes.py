@@ -11,7 +11,8 @@ from conftest import smooth, with_defect, write_images
 
 from anomalyforge.cli import main
 from anomalyforge.pipeline import STEPS, run_recipe
-from anomalyforge.recipe import conform, load_recipe
+from anomalyforge.recipe import load_recipe
+from synth.common.options import conform
 
 ROOT = Path(__file__).resolve().parents[1]
 
