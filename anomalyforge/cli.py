@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import __version__
 
@@ -360,16 +360,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from curate.selection import SELECTION_DEFAULTS
-    from detectors.registry import DETECTORS
-    from synth.dataset.writers import FORMATS
+def _generate_parser(sub: Any) -> None:
+    """The ``generate`` command's arguments."""
+    from synth.dataset.layout import FORMATS
     from synth.presets import PRESETS
-    from synth.registry import BACKENDS, GENERATORS
-
-    parser = argparse.ArgumentParser(prog="anomalyforge", description="Synthetic anomaly data for visual inspection.")
-    parser.add_argument("--version", action="version", version=f"anomalyforge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from synth.registry import GENERATORS
 
     gen = sub.add_parser("generate", help="synthesise an anomaly dataset from a folder of normal images")
     gen.add_argument("--input", required=True,
@@ -403,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)
 
+
+def _preview_parser(sub: Any) -> None:
+    """The ``preview`` command's arguments."""
     pre = sub.add_parser("preview", help="contact sheet (image, mask overlay) of a generated dataset")
     pre.add_argument("dataset", help="folder written by anomalyforge generate")
     pre.add_argument("--out", default=None, help="PNG path (default: DATASET/preview.png)")
@@ -410,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--columns", type=_positive, default=4, help="samples per row (default 4)")
     pre.add_argument("--tile", type=_positive, default=160, help="size of each picture in pixels (default 160)")
     pre.set_defaults(func=cmd_preview)
+
+
+def _train_parser(sub: Any) -> None:
+    """The ``train`` command's arguments."""
+    from detectors.registry import DETECTORS
+    from synth.presets import PRESETS
 
     train = sub.add_parser("train", help="train a detector on normal images and synthetic anomalies")
     train.add_argument("--data", required=True,
@@ -439,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
+
+def _evaluate_parser(sub: Any) -> None:
+    """The ``evaluate`` command's arguments."""
     ev = sub.add_parser("evaluate", help="metrics and heat-map overlays of a trained detector on a real test split")
     ev.add_argument("--model", required=True, help="run folder written by train (or a saved detector folder)")
     ev.add_argument("--data", required=True, help="MVTec-layout category with test/ and ground_truth/")
@@ -449,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
 
+
+def _predict_parser(sub: Any) -> None:
+    """The ``predict`` command's arguments."""
     pr = sub.add_parser("predict", help="score new images with a trained detector: pass/fail, heat maps, masks")
     pr.add_argument("--model", required=True, help="run folder written by train (or a saved detector folder)")
     pr.add_argument("--input", required=True, nargs="+", help="images, folders (searched recursively) or glob patterns")
@@ -462,16 +472,28 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
+
+def _export_parser(sub: Any) -> None:
+    """The ``export`` command's arguments."""
     ex = sub.add_parser("export", help="write a trained detector as one ONNX model for onnxruntime (uint8 image in, score and map out)")
     ex.add_argument("--model", required=True, help="run folder written by train (or a saved detector folder)")
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="model format (default onnx)")
     ex.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     ex.set_defaults(func=cmd_export)
 
+
+def _score_parser(sub: Any) -> None:
+    """The ``score`` command's arguments."""
     score = sub.add_parser("score", help="EAP quality score of every sample of a generated dataset, with a report")
     _scorer_arguments(score, "scorer options, e.g. n_subsets=50 k=auto n_normal_patches=4096")
     _engine_arguments(score)
     score.set_defaults(func=cmd_score)
+
+
+def _curate_parser(sub: Any) -> None:
+    """The ``curate`` command's arguments."""
+    from curate.selection import SELECTION_DEFAULTS
+    from synth.dataset.layout import FORMATS
 
     cur = sub.add_parser("curate", help="keep the best samples by EAP (scores first when needed) into a new dataset")
     _scorer_arguments(cur, "scorer options when scoring")
@@ -493,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_arguments(cur)
     cur.add_argument("--rescore", action="store_true", help="score again even when scores are stored")
     cur.set_defaults(func=cmd_curate)
+
+
+def _fit_defects_parser(sub: Any) -> None:
+    """The ``fit-defects`` command's arguments."""
+    from synth.presets import PRESETS
+    from synth.registry import BACKENDS
 
     fit = sub.add_parser(
         "fit-defects",
@@ -522,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
     fit.set_defaults(func=cmd_fit_defects)
 
+
+def _publish_parser(sub: Any) -> None:
+    """The ``publish`` command's arguments."""
     pub = sub.add_parser("publish", help="push a hub-ready dataset folder to the Hugging Face Hub")
     pub.add_argument("dataset", help="hub-ready folder (generate or curate with --format hf)")
     pub.add_argument("--repo", required=True, help="dataset repo id, user/name")
@@ -529,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--license", default=None, help="license of the source images, for the dataset card")
     pub.set_defaults(func=cmd_publish)
 
+
+def _run_parser(sub: Any) -> None:
+    """The ``run`` command's arguments."""
     run = sub.add_parser(
         "run", help="run a recipe: generate, curate with EAP, train a detector, evaluate, report (and publish)",
         description="Run the whole pipeline from one YAML recipe (see recipes/). Every step's output goes into the run "
@@ -542,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
+
+def _demo_parser(sub: Any) -> None:
+    """The ``demo`` command's arguments."""
     demo = sub.add_parser("demo", help="a quick look: anomalies on the bundled texture photos and a preview sheet "
                           "(the whole pipeline: anomalyforge run recipes/demo.yaml)")
     demo.add_argument("--out", default="runs/quick-demo", help="output folder (default runs/quick-demo)")
@@ -550,6 +587,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
+
+
+COMMANDS = (
+    _generate_parser, _preview_parser, _train_parser, _evaluate_parser, _predict_parser, _export_parser, _score_parser,
+    _curate_parser, _fit_defects_parser, _publish_parser, _run_parser, _demo_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anomalyforge", description="Synthetic anomaly data for visual inspection.")
+    parser.add_argument("--version", action="version", version=f"anomalyforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_parser in COMMANDS:
+        add_parser(sub)
     return parser
 
 

@@ -30,7 +30,7 @@ from synth.common.random_streams import (
 )
 from synth.common.storage import check_output_folder
 
-from .recipe import EMBEDDED, NOT_OUTPUT, dump_recipe
+from .recipe import EMBEDDED, NOT_OUTPUT, dump_recipe, keys_read_by
 from .run_context import RunContext
 
 MANIFEST = "manifest.json"
@@ -44,11 +44,15 @@ class Step:
     """One pipeline step: what it reads (recipe keys, earlier steps), the folders it owns, its work."""
 
     name: str
-    keys: tuple[str, ...]
     after: tuple[str, ...]
     folders: tuple[str, ...]
     work: Callable[[RunContext], dict[str, Any]]
     wanted: Callable[[RunContext], bool] = lambda ctx: True
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The recipe keys (or sections) that decide this step's output, as the schema says."""
+        return keys_read_by(self.name)
 
 
 @dataclass
@@ -297,19 +301,15 @@ def step_publish(ctx: RunContext) -> dict[str, Any]:
 
 
 STEPS = (
-    Step("normals", ("seed", "data.normals", "data.holdout", "data.test", "evaluate.enabled"), (), ("normals",), step_normals),
-    Step("fit_defects", ("seed", "fit_defects", "data.preset"), ("normals",), ("defects",), step_fit_defects,
-         lambda ctx: ctx.recipe["fit_defects"]["enabled"]),
-    Step("generate", ("seed", "generate.n", "generate.format", "generate.shard_size", "generate.p_unchanged", "generate.generators",
-                      "data.license"),
-         ("normals", "fit_defects"), ("generated",), step_generate),
-    Step("curate", ("seed", "curate"), ("generate",), ("curated",), step_curate, lambda ctx: ctx.recipe["curate"]["enabled"]),
-    Step("train", ("seed", "train", "data.preset"), ("curate", "generate"), ("detector",), step_train),
-    Step("evaluate", ("seed", "evaluate", "data.test"), ("train", "fit_defects"), ("eval", METRICS), step_evaluate,
+    Step("normals", (), ("normals",), step_normals),
+    Step("fit_defects", ("normals",), ("defects",), step_fit_defects, lambda ctx: ctx.recipe["fit_defects"]["enabled"]),
+    Step("generate", ("normals", "fit_defects"), ("generated",), step_generate),
+    Step("curate", ("generate",), ("curated",), step_curate, lambda ctx: ctx.recipe["curate"]["enabled"]),
+    Step("train", ("curate", "generate"), ("detector",), step_train),
+    Step("evaluate", ("train", "fit_defects"), ("eval", METRICS), step_evaluate,
          lambda ctx: ctx.recipe["evaluate"]["enabled"] and bool(ctx.recipe["data"]["test"] or ctx.outputs("normals").get("holdout"))),
-    Step("report", ("name",), ("normals", "fit_defects", "generate", "curate", "train", "evaluate"), ("report",), step_report),
-    Step("publish", ("publish", "data.license"), ("curate", "generate"), (), step_publish,
-         lambda ctx: ctx.recipe["publish"]["repo"] is not None),
+    Step("report", ("normals", "fit_defects", "generate", "curate", "train", "evaluate"), ("report",), step_report),
+    Step("publish", ("curate", "generate"), (), step_publish, lambda ctx: ctx.recipe["publish"]["repo"] is not None),
 )
 
 

@@ -9,6 +9,7 @@ constructor (its parameter names and type hints), so the recipe accepts exactly 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
@@ -32,66 +33,138 @@ from synth.registry import BACKENDS, DEFAULT_MIX, GENERATORS, MIXABLE
 EMBEDDED = "embedded"
 AUTO = "auto"
 
-# The recipe's own keys: (type hint, default). A dict value is a section of further keys.
+@dataclass(frozen=True)
+class Key:
+    """One recipe key: its type, its default, what it means (the table in recipes/README.md is made
+    from these), and the pipeline steps whose output it decides (their fingerprints read it)."""
+
+    hint: Any
+    default: Any
+    doc: str
+    read_by: tuple[str, ...] = ()
+    shown: str | None = None  # the default in the table, where the value alone does not say it
+
+
+SEEDED = ("normals", "fit_defects", "generate", "curate", "train", "evaluate")
+
+# The recipe's own keys. A dict value is a section of further keys.
 SCHEMA: dict[str, Any] = {
-    "name": (Optional[str], None),
-    "seed": (int, 0),
+    "name": Key(Optional[str], None, "run name; the default run folder is `runs/<name>`", ("report",), shown="file name"),
+    "seed": Key(int, 0, "one seed for every step; same seed and data give the same run", SEEDED),
     "data": {
-        "normals": (Optional[str], None),
-        "test": (Optional[str], AUTO),
-        "preset": (Literal[(AUTO, *PRESETS)], AUTO),
-        "holdout": (float, 0.2),
-        "license": (Optional[str], None),
+        "normals": Key(Optional[str], None, "folder of good images, an MVTec-layout category (its `train/good`), or "
+                       "`embedded` (the bundled demo tiles)", ("normals",), shown="required"),
+        "test": Key(Optional[str], AUTO, "MVTec-layout folder with `test/<defect>/` and `ground_truth/`; `auto`: "
+                    "`data.normals` when it has `test/`; `null`: none", ("normals", "evaluate")),
+        "preset": Key(Literal[(AUTO, *PRESETS)], AUTO, "`object` keeps anomalies on the object (background from the image "
+                      "border), `texture` places them anywhere; `auto` decides from the border", ("fit_defects", "train")),
+        "holdout": Key(float, 0.2, "without a real test split, this share of the normal images is kept out of training "
+                       "for a synthetic check", ("normals",)),
+        "license": Key(Optional[str], None, "license of your images, written to the dataset card", ("generate", "publish")),
     },
     "fit_defects": {
-        "enabled": (bool, False),
-        "data": (str, AUTO),
-        "shots": (int, 3),
-        "defects": (Optional[list[str]], None),
-        "backend": (Literal[BACKENDS.names()], "scratch"),
-        "preview": (int, 3),
-        "options": (dict, {}),
+        "enabled": Key(bool, False, "learn real defect types from a few shots with a diffusion model"),
+        "data": Key(str, AUTO, "MVTec-layout folder with the real defects (`auto`: `data.test`)"),
+        "shots": Key(int, 3, "real defects per type; they are left out of the evaluation"),
+        "defects": Key(Optional[list[str]], None, "defect types to learn (default: all in `test/`)"),
+        "backend": Key(Literal[BACKENDS.names()], "scratch", "`scratch` (small U-Net trained here) or `pretrained` "
+                       "(Stable Diffusion inpainting, needs `options.pretrained`)"),
+        "preview": Key(int, 3, "generated defects per type on the preview sheet"),
+        "options": Key(dict, {}, "backend options, e.g. `train_steps`, `resolution`, `guidance_scale`, `lora_rank`"),
     },
     "generate": {
-        "n": (int, 500),
-        "format": (Literal[FORMATS], "hf"),
-        "shard_size": (int, 1000),
-        "png_compression": (Optional[int], None),
-        "workers": (int, 1),
-        "engine": (Literal[ENGINES], "local"),
-        "ray_address": (Optional[str], None),
-        "p_unchanged": (float, 0.0),
-        "generators": (dict, {name: {"weight": weight} for name, weight in DEFAULT_MIX.items()}),
+        "n": Key(int, 500, "samples to generate", ("generate",)),
+        "format": Key(Literal[FORMATS], "hf", "`hf` (hub-ready parquet folder) or `mvtec`", ("generate",)),
+        "shard_size": Key(int, 1000, "samples per parquet shard; an interrupted run resumes from the last complete shard",
+                          ("generate",)),
+        "png_compression": Key(Optional[int], None, "zlib level 0-9 of the PNG files; `null`: the Up filter at level 1, "
+                               "as fast as OpenCV's default and usually smaller"),
+        "workers": Key(int, 1, "worker processes, or the CPUs of a local Ray (the output does not depend on it)"),
+        "engine": Key(Literal[ENGINES], "local", "`local` (processes here) or `ray` (Ray tasks; "
+                      "`pip install \"anomalyforge[ray]\"`): the same dataset"),
+        "ray_address": Key(Optional[str], None, "Ray cluster for `engine: ray` (e.g. `ray://head:10001`); `null`: a local Ray"),
+        "p_unchanged": Key(float, 0.0, "share of unchanged (normal) samples", ("generate",)),
+        "generators": Key(dict, {name: {"weight": weight} for name, weight in DEFAULT_MIX.items()},
+                          "`{name: {weight: w, ...options}}` for `cutpaste`, `nsa`, `draem`, `diffusion` (`model:` a "
+                          "`fit-defects` folder, or the model fitted in this run); a recipe's list replaces the default one",
+                          ("generate",), shown=", ".join(DEFAULT_MIX) + ", weight 1 each"),
     },
     "curate": {
-        "enabled": (bool, True),
-        "top_fraction": (Optional[float], 0.5),  # a recipe keeps the better half unless told otherwise
-        "per_generator": (bool, SELECTION_DEFAULTS["per_generator"]),
-        "threshold": (Optional[float], SELECTION_DEFAULTS["threshold"]),
-        "quotas": (Optional[dict[str, float]], SELECTION_DEFAULTS["quotas"]),
-        "min_pixels": (int, SELECTION_DEFAULTS["min_pixels"]),
-        "max_area": (float, SELECTION_DEFAULTS["max_area"]),
-        "duplicate_similarity": (Optional[float], SELECTION_DEFAULTS["duplicate_similarity"]),
-        "scorer": (dict, {}),
-        "engine": (Literal[ENGINES], "local"),
-        "ray_address": (Optional[str], None),
+        "enabled": Key(bool, True, "score with EAP and keep the best; `false` trains on everything generated"),
+        # a recipe keeps the better half unless told otherwise
+        "top_fraction": Key(Optional[float], 0.5, "keep this share, best EAP first"),
+        "per_generator": Key(bool, SELECTION_DEFAULTS["per_generator"], "`top_fraction` applies to each generator's "
+                             "samples, so the curated set keeps the generated mix; needs `top_fraction`"),
+        "threshold": Key(Optional[float], SELECTION_DEFAULTS["threshold"], "keep samples with at least this EAP"),
+        "quotas": Key(Optional[dict[str, float]], SELECTION_DEFAULTS["quotas"],
+                      "per-generator caps, counts or shares, e.g. `{draem: 0.4}`"),
+        "min_pixels": Key(int, SELECTION_DEFAULTS["min_pixels"], "drop masks with fewer pixels"),
+        "max_area": Key(float, SELECTION_DEFAULTS["max_area"], "drop masks covering more of the image"),
+        "duplicate_similarity": Key(Optional[float], SELECTION_DEFAULTS["duplicate_similarity"],
+                                    "drop near duplicates of a better sample (`null`: keep them)"),
+        "scorer": Key(dict, {}, "EAP scorer options, e.g. `n_subsets`, `image_size`, `n_normal_patches`"),
+        "engine": Key(Literal[ENGINES], "local", "score the samples on Ray workers (`ray`; the fit stays in one process); "
+                      "same scores"),
+        "ray_address": Key(Optional[str], None, "Ray cluster for `engine: ray`; `null`: a local Ray"),
     },
     "train": {
-        "detector": (Literal[DETECTORS.names()], "hybrid"),
-        "reference": (bool, True),
-        "target_fpr": (float, 0.01),
+        "detector": Key(Literal[DETECTORS.names()], "hybrid", "`hybrid` (normal-patch memory and a head trained on the "
+                        "synthetic anomalies, fused), `feature` (a feature-space discriminator alone), `draem`, or `knn` "
+                        "(normal images only)"),
+        "reference": Key(bool, True, "also fit the normal-only kNN reference the report compares against"),
+        "target_fpr": Key(float, 0.01, "decision threshold: at most this share of held-out normal images flagged"),
     },
     "evaluate": {
-        "enabled": (bool, True),
-        "overlays": (int, 16),
-        "holdout_anomalies": (int, 2),
+        "enabled": Key(bool, True, "evaluate on `data.test`, or on the synthetic hold-out check", ("normals",)),
+        "overlays": Key(int, 16, "test images drawn with heat maps"),
+        "holdout_anomalies": Key(int, 2, "synthetic anomalies per held-out image in the check"),
     },
     "publish": {
-        "repo": (Optional[str], None),
-        "private": (bool, False),
-        "license": (Optional[str], None),
+        "repo": Key(Optional[str], None, "`user/name`: upload the curated dataset to the Hugging Face Hub (token from "
+                    "`HF_TOKEN` or `hf auth login`)"),
+        "private": Key(bool, False, "create a private dataset repo"),
+        "license": Key(Optional[str], None, "license for the card (default: `data.license`)"),
     },
 }
+# Sections whose every key (and, for train, every detector option) decides a step's output.
+READ_WHOLE = {"fit_defects": "fit_defects", "curate": "curate", "train": "train", "evaluate": "evaluate", "publish": "publish"}
+# Rows of the keys table for keys the schema does not list.
+MORE_ROWS = {
+    "train": ("train.*", "", "any option of the chosen detector, e.g. `epochs`, `image_size`, `hidden`, `synth` (`none` "
+              "by default: the curated anomalies are the training anomalies; `draem,nsa` adds anomalies made on the fly)"),
+}
+
+
+def keys_read_by(step: str) -> tuple[str, ...]:
+    """The recipe keys (or whole sections) whose values decide ``step``'s output."""
+    out = []
+    for name, entry in SCHEMA.items():
+        if isinstance(entry, Key):
+            out += [name] if step in entry.read_by else []
+        elif READ_WHOLE.get(name) == step:
+            out.append(name)
+        else:
+            out += [f"{name}.{key}" for key, spec in entry.items() if step in spec.read_by]
+    return tuple(out)
+
+
+def keys_table() -> str:
+    """The Markdown table of every recipe key, its default and meaning (recipes/README.md holds it)."""
+
+    def shown(spec: Key) -> str:
+        if spec.shown is not None:
+            return spec.shown
+        return f"`{yaml.safe_dump(spec.default, default_flow_style=True).strip().removesuffix('...').strip()}`"
+
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for name, entry in SCHEMA.items():
+        entries = [(name, entry)] if isinstance(entry, Key) else [(f"{name}.{k}", v) for k, v in entry.items()]
+        rows += [f"| `{key}` | {shown(spec)} | {spec.doc} |" for key, spec in entries]
+        if name in MORE_ROWS:
+            key, default, doc = MORE_ROWS[name]
+            rows.append(f"| `{key}` | {default} | {doc} |")
+    return "\n".join(rows) + "\n"
+
 
 # Keys whose recipe value replaces the default as a whole (a recipe lists the generators it wants).
 REPLACED = {("generate", "generators")}
@@ -110,7 +183,7 @@ def defaults() -> dict[str, Any]:
     """The default recipe (every section, every key)."""
 
     def build(schema: dict[str, Any]) -> dict[str, Any]:
-        return {k: build(v) if isinstance(v, dict) else copy.deepcopy(v[1]) for k, v in schema.items()}
+        return {k: build(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
 
     return build(SCHEMA)
 
@@ -221,13 +294,13 @@ def validate(recipe: dict[str, Any], source: str = "<recipe>") -> dict[str, Any]
         if isinstance(spec, dict):
             if not isinstance(recipe[name], dict):
                 raise check.fail(name, f"expected a section (a mapping of keys), got {recipe[name]!r}")
-            fixed = {k: v[0] for k, v in spec.items()}
+            fixed = {k: v.hint for k, v in spec.items()}
             if name != "train":  # train also takes the chosen detector's options, checked below
                 check.keys(name, recipe[name], fixed)
             for key, hint in fixed.items():
                 recipe[name][key] = check.value(f"{name}.{key}", recipe[name][key], hint)
         else:
-            recipe[name] = check.value(name, recipe[name], spec[0])
+            recipe[name] = check.value(name, recipe[name], spec.hint)
 
     data = recipe["data"]
     if data["normals"] is None:
@@ -360,7 +433,7 @@ def _validate_curate(check: _Checker, recipe: dict[str, Any]) -> None:
 def _validate_train(check: _Checker, recipe: dict[str, Any]) -> None:
     train = recipe["train"]
     kind = train["detector"]
-    own = {k: v[0] for k, v in SCHEMA["train"].items()}
+    own = {k: v.hint for k, v in SCHEMA["train"].items()}
     hints = {**own, **DETECTORS.get(kind).param_hints()}
     check.keys("train", train, hints)
     for key, value in train.items():

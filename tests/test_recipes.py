@@ -325,3 +325,31 @@ def test_few_shot_recipe_learns_defects_leaves_the_shots_out_and_publishes(categ
     assert "<img src='defects.png'" in page and (run.root / "report" / "defects.png").is_file()
     assert published == {"folder": run.root / "curated", "repo": "someone/tiny-defects", "private": True, "license": "CC-BY-4.0"}
     assert manifest["steps"]["publish"]["outputs"]["url"].endswith("someone/tiny-defects")
+
+
+def test_the_keys_table_in_recipes_readme_is_the_schemas():
+    """recipes/README.md shows the schema's keys, defaults and meanings; regenerate it with
+    ``python -c "from anomalyforge.recipe import keys_table; print(keys_table())"``."""
+    from anomalyforge.recipe import SCHEMA, defaults, keys_table
+
+    readme = (Path(__file__).resolve().parents[1] / "recipes" / "README.md").read_text()
+    assert keys_table() in readme
+    for section, entries in SCHEMA.items():  # every key of the default recipe has a row
+        for key in (entries if isinstance(entries, dict) else [None]):
+            assert f"| `{section}.{key}` |" in readme if key else f"| `{section}` |" in readme
+    assert set(defaults()) == set(SCHEMA)
+
+
+def test_each_step_reads_the_keys_the_schema_gives_it():
+    from anomalyforge.pipeline import STEPS
+    from anomalyforge.recipe import defaults, keys_read_by
+
+    recipe = defaults()
+    for step in STEPS:
+        assert step.keys == keys_read_by(step.name)
+        for key in step.keys:  # every key a step reads is in the recipe
+            section, _, name = key.partition(".")
+            assert section in recipe and (not name or name in recipe[section])
+    assert dict((s.name, set(s.keys)) for s in STEPS)["generate"] == {
+        "seed", "data.license", "generate.n", "generate.format", "generate.shard_size", "generate.p_unchanged",
+        "generate.generators"}
