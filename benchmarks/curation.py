@@ -1,8 +1,8 @@
 """Curation benchmark: does the EAP tell good synthetic anomalies from useless ones, and does keeping
 the high-EAP half train a better detector? (The protocol of Perini et al., on image anomalies.)
 
-    python benchmarks/curation.py                          # every category in ../shared/data
-    python benchmarks/curation.py ../shared/data/magnetic_tile --downstream-n 0
+    python -m benchmarks.curation                          # every category in ../shared/data
+    python -m benchmarks.curation ../shared/data/magnetic_tile --downstream-n 0
 
 Per category:
 1. An auxiliary set made from the normal training images, in three equal parts:
@@ -24,38 +24,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from curate.sample_scorer import EAPScorer
+from detectors import FeatureDiscriminator
+from detectors.base import Anomaly
+from detectors.data import load_normals, load_test_set
+from detectors.evaluation import metrics_for
+from detectors.metrics import auroc
+from detectors.sizing import SizeRule, resize_to
+from detectors.synthetic import make_generator
+from synth import DRAEM, TextureSource
+from synth.base import to_rgb
+from synth.common.options import parse_options
+from synth.perlin import perlin_mask
+from synth.presets import guess_preset, preset_options
 
-from synth.common.options import parse_options  # noqa: E402
-from curate.sample_scorer import EAPScorer  # noqa: E402
-from detectors import FeatureDiscriminator  # noqa: E402
-from detectors.base import Anomaly  # noqa: E402
-from detectors.data import load_normals, load_test_set  # noqa: E402
-from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.metrics import auroc  # noqa: E402
-from detectors.sizing import SizeRule, resize_to  # noqa: E402
-from detectors.synthetic import make_generator  # noqa: E402
-from synth import DRAEM, TextureSource  # noqa: E402
-from synth.base import to_rgb  # noqa: E402
-from synth.perlin import perlin_mask  # noqa: E402
-from synth.presets import guess_preset, preset_options  # noqa: E402
+from .shared_data import BRODATZ, categories
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 OTHER_PHOTOS = (
     "astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass", "gravel", "horse",
     "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text",
 )
 NOISE_SOURCES = ("texture-photo", "other-photo", "other-category")
-
-
-def categories_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if (p / "train" / "good").is_dir())
 
 
 def perlin(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -92,7 +86,7 @@ def noise_images(category: Path, noise_textures: str, size: int) -> dict[str, li
     import skimage.data
 
     textures = TextureSource(noise_textures)
-    siblings = [c for c in categories_in(category.parent) if c.resolve() != category.resolve()]
+    siblings = [c for c in categories(category.parent) if c.resolve() != category.resolve()]
     others = []
     for sibling in siblings:
         others += load_normals(sibling, SizeRule(size), limit=40).images
@@ -248,7 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("categories", type=Path, nargs="*", help="MVTec-layout categories (default: every one in ../shared/data)")
     parser.add_argument("--textures", default=None, help="DRAEM's anomaly source textures (default: bundled)")
-    parser.add_argument("--noise-textures", default=str(SHARED / "textures/brodatz"),
+    parser.add_argument("--noise-textures", default=str(BRODATZ),
                         help="texture photos for the noise part (default: ../shared/data/textures/brodatz)")
     parser.add_argument("--n", type=int, default=600, help="auxiliary set size (three equal parts)")
     parser.add_argument("--downstream-n", type=int, default=600, help="generated set split in halves by EAP; 0 skips")
@@ -259,7 +253,7 @@ def main() -> None:
     parser.add_argument("--detector", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. epochs=8")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    results = [benchmark(category, args) for category in (args.categories or categories_in(SHARED))]
+    results = [benchmark(category, args) for category in (args.categories or categories())]
     print("\ncategory         AUROC good vs rest  vs polluted  vs noise   samples/s")
     for r in results:
         a = r["auroc"]

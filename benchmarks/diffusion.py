@@ -1,7 +1,7 @@
 """Few-shot diffusion benchmark: do defects painted by a diffusion model learned from 3 real defects
 per type help a detector find the other real defects?
 
-    python benchmarks/diffusion.py ../shared/data/magnetic_tile
+    python -m benchmarks.diffusion ../shared/data/magnetic_tile
 
 1. For each defect type of the category, ``--shots`` real defects (with masks) are drawn as the
    shots; every other test image stays for testing.
@@ -18,26 +18,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from curate.sample_scorer import EAPScorer  # noqa: E402
-from detectors import FeatureDiscriminator  # noqa: E402
-from detectors.base import Anomaly  # noqa: E402
-from detectors.data import load_normals, load_test_set  # noqa: E402
-from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.metrics import auroc  # noqa: E402
-from detectors.sizing import SizeRule, resize_to  # noqa: E402
-from detectors.synthetic import make_generator, synthesise  # noqa: E402
-from synth import ImageFiles, normal_image_paths  # noqa: E402
-from synth.common.pictures import save_png, shots_sheet  # noqa: E402
-from synth.diffusion import ScratchDefectDiffusion, split_shots  # noqa: E402
-from synth.presets import guess_preset, preset_options  # noqa: E402
+from curate.sample_scorer import EAPScorer
+from detectors import FeatureDiscriminator
+from detectors.base import Anomaly
+from detectors.data import load_normals, load_test_set
+from detectors.evaluation import metrics_for
+from detectors.metrics import auroc
+from detectors.sizing import SizeRule, resize_to
+from detectors.synthetic import make_generator, synthesise
+from synth import ImageFiles, normal_image_paths
+from synth.common.pictures import save_png, shots_sheet
+from synth.diffusion import ScratchDefectDiffusion, split_shots
+from synth.presets import guess_preset, preset_options
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The Ray engine against the local engine on this machine: generation and EAP scoring.
 
-    python benchmarks/distributed.py [--data DIR] [--n 2000] [--score-n 400] [--workers 2] [--repeat 3]
+    python -m benchmarks.distributed [--data DIR] [--n 2000] [--score-n 400] [--workers 2] [--repeat 3]
                                      [--only generate|score]
 
 Generation: ``--n`` mix samples (CutPaste, NSA, DRAEM) at 256x256 written in each format by the local
@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generation import ROOT, prepare_inputs  # noqa: E402  (the same inputs as the generation benchmark)
+from .generation import prepare_inputs  # the same inputs as the generation benchmark
+from .shared_data import SHARED
 
 
 def folder_bytes(root: Path) -> dict[str, bytes]:
@@ -104,7 +104,7 @@ def scoring(paths, n: int, workers: int, tmp: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "magnetic_tile")
+    parser.add_argument("--data", type=Path, default=SHARED / "magnetic_tile")
     parser.add_argument("--n", type=int, default=2000, help="samples per generation run")
     parser.add_argument("--score-n", type=int, default=400, help="samples scored (0: skip scoring)")
     parser.add_argument("--workers", type=int, default=2)

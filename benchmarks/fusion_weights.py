@@ -1,8 +1,8 @@
 """Fusion-weight ablation for the hybrid detector: how each head weight does on the real test split,
 and which weight each selection rule picks from the synthetic validation alone.
 
-    python benchmarks/fusion_weights.py                          # every shared category, 3 seeds
-    python benchmarks/fusion_weights.py --categories screw --seeds 0
+    python -m benchmarks.fusion_weights                          # every shared category, 3 seeds
+    python -m benchmarks.fusion_weights --categories screw --seeds 0
 
 Each (category, seed) fits the default hybrid once, then scores the real test set with every weight
 in its grid (image and pixel AUROC). Nothing here feeds back into training: the real test images only
@@ -15,26 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from detectors import HybridDetector, Prediction
+from detectors.data import load_normals, load_test_set
+from detectors.evaluation import maps_at
+from detectors.features import to_batch
+from detectors.hybrid import choose_weight
+from detectors.memory import nearest_maps
+from detectors.metrics import auroc
+from detectors.sizing import resize_to
+from synth.presets import guess_preset, preset_options
 
-from detectors import HybridDetector, Prediction  # noqa: E402
-from detectors.data import load_normals, load_test_set  # noqa: E402
-from detectors.evaluation import maps_at  # noqa: E402
-from detectors.features import to_batch  # noqa: E402
-from detectors.hybrid import choose_weight  # noqa: E402
-from detectors.memory import nearest_maps  # noqa: E402
-from detectors.metrics import auroc  # noqa: E402
-from detectors.sizing import resize_to  # noqa: E402
-from synth.presets import guess_preset, preset_options  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CATEGORIES = "magnetic_tile,hazelnut_toy,screw,ball_screw"
+from .shared_data import SHARED, category_names
 
 
 def rules(weights: list[float]) -> dict:
@@ -93,7 +89,7 @@ def score_every_weight(detector: HybridDetector, test) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED)
-    parser.add_argument("--categories", default=CATEGORIES)
+    parser.add_argument("--categories", default=category_names())
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

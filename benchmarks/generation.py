@@ -1,6 +1,6 @@
 """Generation start-up, end-to-end speed against anomalib, throughput and memory at 256x256.
 
-    python benchmarks/generation.py [--data DIR] [--n 400] [--anomalib-python PATH] [--textures DIR] [--no-sweep]
+    python -m benchmarks.generation [--data DIR] [--n 400] [--anomalib-python PATH] [--textures DIR] [--no-sweep]
 
 Start-up: wall time of ``python -c "import synth"`` and ``anomalyforge --help`` (median of 5) beside
 a bare ``python -c pass``. End to end, pinned to one core (``taskset -c 0``) and start-up included:
@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BRODATZ = ROOT.parent / "shared" / "data" / "textures" / "brodatz"
+from .shared_data import BRODATZ, PROJECT, SHARED
+
 ANOMALIB_JOB = """
 import sys
 from pathlib import Path
@@ -70,7 +70,7 @@ def startup() -> None:
     rows = {"python -c pass": [sys.executable, "-c", "pass"], "python -c 'import synth'": [sys.executable, "-c", "import synth"],
             "anomalyforge --help": [CLI, "--help"]}
     for label, command in rows.items():
-        times = sorted(wall(command, ROOT) for _ in range(5))
+        times = sorted(wall(command, PROJECT) for _ in range(5))
         print(f"start-up  {label:28s} {times[2]:6.2f} s (median of 5)")
 
 
@@ -171,14 +171,15 @@ def run_case(*args: str, pinned: bool = False, one_thread: bool = True) -> dict:
     ``one_thread``: BLAS and OpenMP limited to one thread through the environment; without it, the
     environment a user has (the job limits its worker processes itself)."""
     os.sync()
-    command = (one_core() if pinned else []) + [sys.executable, __file__, "--case", *args]
-    out = subprocess.run(command, capture_output=True, text=True, env=ONE_THREAD if one_thread else None, check=True)
+    command = (one_core() if pinned else []) + [sys.executable, "-m", "benchmarks.generation", "--case", *args]
+    out = subprocess.run(command, capture_output=True, text=True, env=ONE_THREAD if one_thread else None, check=True,
+                         cwd=PROJECT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "magnetic_tile")
+    parser.add_argument("--data", type=Path, default=SHARED / "magnetic_tile")
     parser.add_argument("--n", type=int, default=400, help="images per measurement")
     parser.add_argument("--textures", type=Path, default=BRODATZ, help="DRAEM texture folder (default: shared Brodatz)")
     parser.add_argument("--anomalib-python", default=os.environ.get("ANOMALIB_PYTHON"),

@@ -1,8 +1,8 @@
 """Inspection benchmark: does the threshold calibrated at training time (held-out normals and synthetic
 anomalies, no real defect) hold on real parts? And how fast is ``predict``, and the exported ONNX model?
 
-    python benchmarks/inspection.py                     # every category in ../shared/data
-    python benchmarks/inspection.py ../shared/data/screw --target-fpr 0.05
+    python -m benchmarks.inspection                     # every category in ../shared/data
+    python -m benchmarks.inspection ../shared/data/screw --target-fpr 0.05
 
 Per category: ``anomalyforge train`` (default detector, seed 0), then ``anomalyforge predict`` on the
 whole ``test/`` folder (from the files on disk to predictions.csv and one overlay per image). Prints
@@ -17,26 +17,23 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from anomalyforge.predict import predict_paths
+from detectors import HybridDetector, load_detector
+from detectors.calibration import f1_optimal_threshold
+from detectors.export import export_onnx
+from detectors.run_folder import train_run
+from detectors.sizing import resize_to
+from synth import read_image
+from synth.presets import guess_preset, preset_options
 
-from anomalyforge.predict import predict_paths  # noqa: E402
-from detectors import HybridDetector, load_detector  # noqa: E402
-from detectors.calibration import f1_optimal_threshold  # noqa: E402
-from detectors.export import export_onnx  # noqa: E402
-from detectors.run_folder import train_run  # noqa: E402
-from detectors.sizing import resize_to  # noqa: E402
-from synth import read_image  # noqa: E402
-from synth.presets import guess_preset, preset_options  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_CATEGORIES = ("magnetic_tile", "hazelnut_toy", "screw", "ball_screw")
+from .shared_data import SHARED
+from .shared_data import categories as categories_in
 
 
 def rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -93,11 +90,11 @@ def run(category: Path, target_fpr: float, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("categories", nargs="*", type=Path, help=f"MVTec-layout categories (default: {', '.join(DEFAULT_CATEGORIES)})")
+    parser.add_argument("categories", nargs="*", type=Path, help=f"MVTec-layout categories (default: every one in {SHARED})")
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    categories = args.categories or [SHARED / name for name in DEFAULT_CATEGORIES]
+    categories = args.categories or categories_in()
     results = []
     with tempfile.TemporaryDirectory() as work:
         for category in categories:

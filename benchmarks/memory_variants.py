@@ -2,8 +2,8 @@
 conditioning the memory on the image's overall look, or a coarser patch scale find large faint region
 defects (magnetic_tile's "uneven") that a per-patch memory misses? And does a larger backbone?
 
-    python benchmarks/memory_variants.py                                   # every shared category
-    python benchmarks/memory_variants.py --categories magnetic_tile --backbones efficientnet-lite0
+    python -m benchmarks.memory_variants                                   # every shared category
+    python -m benchmarks.memory_variants --categories magnetic_tile --backbones efficientnet-lite0
 
 Per category and backbone, patch features (stages 3 and 5, the detectors' default) of the normal
 training images and the test split, then four anomaly maps, each smoothed (sigma 4 px) and scored
@@ -33,23 +33,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from detectors import Prediction
+from detectors.data import load_normals, load_test_set
+from detectors.evaluation import metrics_for
+from detectors.features import PatchFeatures, gaussian_blur, patch_maps, top_mean
+from detectors.memory import nearest
+from detectors.sizing import SizeRule, resize_mask_to
 
-from detectors import Prediction  # noqa: E402
-from detectors.data import load_normals, load_test_set  # noqa: E402
-from detectors.evaluation import metrics_for  # noqa: E402
-from detectors.features import PatchFeatures, gaussian_blur, patch_maps, top_mean  # noqa: E402
-from detectors.memory import nearest  # noqa: E402
-from detectors.sizing import SizeRule, resize_mask_to  # noqa: E402
+from .shared_data import SHARED, category_names
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CATEGORIES = "magnetic_tile,hazelnut_toy,screw,ball_screw"
 BANK_ROWS = 30_000
 
 
@@ -125,7 +122,7 @@ def run(category: Path, backbone: str, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED)
-    parser.add_argument("--categories", default=CATEGORIES)
+    parser.add_argument("--categories", default=category_names())
     parser.add_argument("--backbones", default="efficientnet-lite0,efficientnet-lite2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
