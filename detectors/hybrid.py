@@ -17,15 +17,13 @@ image score) is chosen without any real defect: on held-out normal images and sy
 made on them, leaving each generator out of the head's training in turn and scoring its anomalies
 (leave-one-generator-out), so that the head is rewarded only for what carries over to anomalies of a
 kind it has not seen. ``w`` is the smallest weight within 0.002 of the best mean validation AUROC.
-A head that does not generalise falls back to the memory. (With one head for both jobs, the
-validation over-rated it and the knee of the curve did better; with the image score's own head the
-best weight does as well or better: docs/detectors.md.)
+A head that does not generalise falls back to the memory.
 
 The image score is the mean of the top 1 % of a second fused map, ``z_memory + w_image * z_image``,
 whose head sees only the distance map: a learned spatial filter of the memory's evidence. Trained on
 the same synthetic anomalies, it cannot fit their appearance, only the shape of the memory's
 response to them, and it found more of the real defective images than the head that sees the
-features (docs/detectors.md); its blurrier map is why the pixel map keeps the feature head.
+features (docs/measurements.md); its blurrier map is why the pixel map keeps the feature head.
 
 Training normals are split in two folds, each with its own memory bank: a training sample's
 discrepancy is measured against the other fold's bank, so that it is never compared with its own
@@ -92,7 +90,7 @@ def choose_weight(weights: Sequence[float], values: Sequence[float], gain_share:
     """The smallest weight whose validation AUROC comes within ``tolerance`` of the best, or reaches
     ``gain_share`` of the best gain over the smallest weight's (normally 0, the memory alone). The
     default is the best weight, short of gains too small to trust; ``gain_share < 1`` takes the knee
-    of the curve instead, for a validation that over-rates the head (compared in docs/detectors.md)."""
+    of the curve instead, for a validation that over-rates the head (compared in docs/measurements.md)."""
     order = np.argsort(weights, kind="stable")
     weights, values = np.asarray(weights, np.float64)[order], np.asarray(values, np.float64)[order]
     best = values.max()
@@ -188,13 +186,12 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             top-k mean), trained on the same anomalies; ``None``: the image score uses the map's head.
             By default it sees the distance alone, so it learns a spatial filter of the memory's map:
             it cannot fit the synthetic anomalies' appearance, and finds more real defective images
-            than the head that sees the features (measured in docs/detectors.md).
+            than the head that sees the features (docs/measurements.md).
         image_hidden: width of that head's per-patch branch (its input is one channel by default).
         epochs, steps_per_epoch, lr: head training (each step: half normal, half anomalous images).
         selection_epochs: epochs of the heads trained only to choose the fusion weights (one per
-            left-out generator). ``None``: half of ``epochs``, rounded up; the weights chosen
-            from their validation curves were the same after 5 epochs as after 10 in 10 of 12 fits,
-            at 0.7 times the fit time (measured with the knee rule).
+            left-out generator). ``None``: half of ``epochs``, rounded up; shorter heads' validation
+            curves choose the same weights as full-length ones nearly always, at a fraction of the fit.
         top_k: share of the map's pixels whose mean is the image score.
         sigma: Gaussian smoothing of the upsampled map, in pixels.
         synth, synth_options: see :class:`~detectors.synthetic.SyntheticAnomalies`.
