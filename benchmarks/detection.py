@@ -63,7 +63,7 @@ def run(category: Path, kind: str, seed: int, options: dict, preset: str) -> dic
         "image_auroc_per_defect": per_defect, "pixel_auroc_per_defect": pixel_per_defect,
         "train_s": round(train_s, 1), "infer_ms_batched": round(batched_ms, 1),
         "infer_ms_single": round(float(np.median(singles)), 1), "threads": torch.get_num_threads(),
-        "fusion": detector.state.get("fusion"), "config": detector.get_config(),
+        "fusion": detector.state_.get("fusion"), "config": detector.get_config(),
     }
 
 

@@ -107,10 +107,10 @@ def main() -> None:
         pixel_per_defect = {k: round(v, 4) for k, v in metrics.pop("pixel_auroc_per_defect").items()}
         result[name] = {**{k: round(v, 4) for k, v in metrics.items()}, "per_defect": per_defect,
                         "pixel_per_defect": pixel_per_defect, "train_s": round(fit_s, 1),
-                        "n_anomalies": detector.state.get("n_anomalies")}
+                        "n_anomalies": detector.state_.get("n_anomalies")}
         print(
             f"{name:>20}: image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}"
-            f"  pixel AP {metrics['pixel_ap']:.3f}  AU-PRO {metrics['au_pro']:.3f}  ({detector.state.get('n_anomalies')}"
+            f"  pixel AP {metrics['pixel_ap']:.3f}  AU-PRO {metrics['au_pro']:.3f}  ({detector.state_.get('n_anomalies')}"
             f" training anomalies, {fit_s:.0f} s)  per defect {per_defect}",
             flush=True,
         )

@@ -51,12 +51,12 @@ def sweep(category: Path, seed: int) -> dict:
     detector.fit(normals.images, progress=False)
     with torch.no_grad():
         result = score_every_weight(detector, test)
-    return {"category": category.name, "seed": seed, "weights": detector.fusion_weights, "test": result, "fusion": detector.state["fusion"]}
+    return {"category": category.name, "seed": seed, "weights": detector.fusion_weights, "test": result, "fusion": detector.state_["fusion"]}
 
 
 def score_every_weight(detector: HybridDetector, test) -> dict:
     """Image and pixel AUROC on the test split for every weight of the detector's grid."""
-    model = detector.model.eval()
+    model = detector.model_.eval()
     memory, head, image_head = [], [], []
     for start in range(0, len(test.images), detector.batch_size):
         batch = [resize_to(np.asarray(image), detector.input_shape) for image in test.images[start : start + detector.batch_size]]

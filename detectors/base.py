@@ -50,7 +50,8 @@ class Detector(Configurable, ABC):
     """Base class. Parameters live in ``__init__`` (no work there); ``fit`` builds and trains the model.
 
     Subclasses implement ``_build`` (modules from the config), ``_fit``, ``_predict_batch`` and keep
-    their trained tensors in ``self.model`` (an ``nn.Module``) plus ``self.state`` (JSON-able).
+    their trained tensors in ``self.model_`` (an ``nn.Module``) plus ``self.state_`` (JSON-able), set
+    by ``fit`` (scikit-learn's fitted-state convention: absent until then).
 
     Every image is resized to one input shape, fitted from the training images by the size rule
     (``image_size``: short side, ``aspect``: ``"auto"`` keeps the training images' aspect ratio,
@@ -86,8 +87,6 @@ class Detector(Configurable, ABC):
         self.batch_size = batch_size
         self.seed = seed
         self.device = device
-        self.model: torch.nn.Module | None = None
-        self.state: dict[str, Any] = {}
 
     @property
     def size_rule(self) -> SizeRule:
@@ -96,7 +95,7 @@ class Detector(Configurable, ABC):
     @property
     def input_shape(self) -> tuple[int, int]:
         """(height, width) every image is resized to; fitted from the training images."""
-        shape = self.state.get("input_shape")
+        shape = self.state_.get("input_shape") if hasattr(self, "state_") else None
         if shape is None:
             if self.is_fitted:  # a checkpoint from before the size rule: square inputs
                 return (self.image_size, self.image_size)
@@ -105,13 +104,21 @@ class Detector(Configurable, ABC):
 
     @property
     def is_fitted(self) -> bool:
-        return self.model is not None and bool(self.state.get("fitted"))
+        """Fitted state ends in ``_`` (scikit-learn's convention) and exists only after ``fit`` or
+        ``load``: ``model_`` (the trained modules) and ``state_`` (JSON-able: the input shape, the
+        calibration, what the fit chose)."""
+        return hasattr(self, "model_") and bool(self.state_.get("fitted"))
+
+    def check_is_fitted(self) -> None:
+        """An error that says how to fit, for a detector that is not fitted."""
+        if not self.is_fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or load() first")
 
     @property
     def calibration(self) -> dict[str, Any] | None:
         """The decision threshold and score statistics set at training time (see
         :mod:`detectors.calibration`); None for a detector trained without calibration."""
-        return self.state.get("calibration")
+        return self.state_.get("calibration") if hasattr(self, "state_") else None
 
     def threshold(self, override: float | None = None) -> float:
         """The decision threshold: ``override`` when given, else the calibrated one."""
@@ -160,26 +167,25 @@ class Detector(Configurable, ABC):
             raise ValueError("fit needs at least one normal image")
         shape = self.size_rule.shape_for([np.shape(image)[:2] for image in images])
         torch.manual_seed(self.seed)
-        self.state = {"input_shape": list(shape)}
-        self.model = self._build()
+        self.state_ = {"input_shape": list(shape)}
+        self.model_ = self._build()
         images = [resize_to(np.asarray(image), shape) for image in images]
         ready = [
             Anomaly(resize_to(a.image, shape), resize_to(np.asarray(a.mask, np.float32), shape), a.generator, a.source)
             for a in anomalies or []
         ]
         self._fit(images, ready, progress)
-        self.state["fitted"] = True
+        self.state_["fitted"] = True
         return self
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], progress: bool = False) -> Prediction:
         """Image scores and anomaly maps (at :attr:`input_shape`) for RGB or grey uint8 images of any size."""
-        if not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or load() first")
+        self.check_is_fitted()
         from tqdm.auto import tqdm
 
         device = self._torch_device()
-        self.model.to(device).eval()
+        self.model_.to(device).eval()
         scores, maps = [], []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc="predict", unit="batch", disable=not progress):
@@ -203,7 +209,7 @@ class Detector(Configurable, ABC):
 
     def _weights(self) -> dict[str, torch.Tensor]:
         """Trained tensors to save; frozen pretrained backbones are left out (rebuilt from their package)."""
-        return {k: v for k, v in self.model.state_dict().items() if not k.startswith("features.backbone.")}
+        return {k: v for k, v in self.model_.state_dict().items() if not k.startswith("features.backbone.")}
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -217,7 +223,7 @@ class Detector(Configurable, ABC):
         weights = {k: v.detach().cpu().contiguous() for k, v in self._weights().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(weights, str(tmp))
-        config = {"detector": self.kind, "version": __version__, "config": self.get_config(), "state": self.state}
+        config = {"detector": self.kind, "version": __version__, "config": self.get_config(), "state": self.state_}
         write_atomic(directory / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
         return directory
 
@@ -240,17 +246,17 @@ class Detector(Configurable, ABC):
         if device is not None:
             config["device"] = device
         detector = klass(**config)
-        detector.state = saved.get("state", {})
-        detector.model = detector._build()
+        detector.state_ = saved.get("state", {})
+        detector.model_ = detector._build()
         try:
             weights = load_file(str(directory / WEIGHTS_NAME))
-            missing, unexpected = detector.model.load_state_dict(weights, strict=False)
+            missing, unexpected = detector.model_.load_state_dict(weights, strict=False)
         except Exception as error:  # OSError, torch's RuntimeError, and safetensors' own error types
             raise ValueError(f"{directory / WEIGHTS_NAME}: cannot load the weights ({str(error).splitlines()[0]})") from None
         missing = [k for k in missing if not k.startswith("features.backbone.")]
         if missing or unexpected:
             raise ValueError(f"{directory / WEIGHTS_NAME}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")
-        detector.model.eval()
+        detector.model_.eval()
         return detector
 
     from_pretrained = load

@@ -180,19 +180,19 @@ class DRAEM(SyntheticAnomalies, Detector):
                 loss = loss + l2 + (1 - ssim(reconstruction[keep], batch["target"][keep]))
             return loss
 
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        optimizer = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
         milestones = [int(self.epochs * 0.8), int(self.epochs * 0.9)]
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
         history = train_loop(
-            self.model, optimizer, scheduler, self.epochs, batches, step, device=self.device,
+            self.model_, optimizer, scheduler, self.epochs, batches, step, device=self.device,
             mixed_precision=self.mixed_precision, progress=progress, desc="train draem",
         )
-        self.model.cpu()
-        self.state.update({"loss_history": history, "n_normal": len(normals), "n_anomalies": len(ready)})
+        self.model_.cpu()
+        self.state_.update({"loss_history": history, "n_normal": len(normals), "n_anomalies": len(ready)})
 
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_batch(images, self.input_shape).to(device) / 255.0
-        _, logits = self.model(x)
+        _, logits = self.model_(x)
         maps = torch.softmax(logits, dim=1)[:, 1:2]
         pad = self.score_window // 2
         smoothed = F.avg_pool2d(maps, self.score_window, stride=1, padding=pad)

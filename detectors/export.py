@@ -42,7 +42,7 @@ class _Graph(nn.Module):
         super().__init__()
         detector.check_exportable()
         self.detector = detector  # its own post-processing ends the graph
-        self.model = detector.model  # registered: moved and put in eval mode with the graph
+        self.model = detector.model_  # registered: moved and put in eval mode with the graph
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model

@@ -149,7 +149,7 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
 
     def _build(self) -> nn.Module:
         features = self.patch_features(self.upscale)
-        bank = self.state.get("memory_bank_size", 1) if self.normal_distance else 0
+        bank = self.state_.get("memory_bank_size", 1) if self.normal_distance else 0
         return _DiscriminatorModel(features, self.hidden, self.cls_channels, stop_grad=False, bank_size=bank)
 
     def _levels(self, images: Sequence[np.ndarray], device: torch.device, desc: str, progress: bool) -> list[torch.Tensor]:
@@ -157,12 +157,12 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
         chunks: list[list[torch.Tensor]] = []
         for start in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch", disable=not progress):
             batch = to_batch([images[i] for i in range(start, min(start + self.batch_size, len(images)))], self.input_shape)
-            chunks.append([level.half().cpu() for level in self.model.features.levels(batch.to(device))])
+            chunks.append([level.half().cpu() for level in self.model_.features.levels(batch.to(device))])
         return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
     def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
         device = self._torch_device()
-        self.model.to(device)
+        self.model_.to(device)
         generator = self.make_generator(images)
         pool = list(anomalies)
         # fold of each anomaly's source image (ready-made anomalies: no source, fold drawn at random)
@@ -191,7 +191,7 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
         n_anomalies_per_batch = max(1, self.batch_size // 2) if pool else 0
         n_normals_per_batch = self.batch_size - n_anomalies_per_batch
         steps = max(1, int(np.ceil((n_anomalous or n_normal) / (n_anomalies_per_batch or n_normals_per_batch))))
-        channels = self.model.features.channels
+        channels = self.model_.features.channels
 
         def batches(epoch: int, rank: int, world: int):
             g = epoch_generator(self.seed, epoch)
@@ -233,7 +233,7 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
             amap, score = model(levels, noise, noise_mask, batch.get("distance"))
             return sigmoid_focal_loss(amap, mask) + truncated_l1_loss(amap, mask) + sigmoid_focal_loss(score, label)
 
-        model = self.model
+        model = self.model_
         optimizer = torch.optim.AdamW(
             [
                 {"params": model.adaptor.parameters(), "lr": self.lr / 2},
@@ -246,8 +246,8 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
             model, optimizer, scheduler, self.epochs, batches, step, device=self.device,
             mixed_precision=self.mixed_precision, clip_grad_norm=1.0, progress=progress, desc="train feature",
         )
-        self.model.cpu()
-        self.state.update({"loss_history": history, "n_normal": n_normal, "n_anomalies": n_anomalous})
+        self.model_.cpu()
+        self.state_.update({"loss_history": history, "n_normal": n_normal, "n_anomalies": n_anomalous})
 
     def _fold_distances(self, normal_levels, normal_fold, anomaly_levels, anomaly_fold, device, progress):
         """Two memory banks (one per half of the normal images); each sample's distance map is taken to
@@ -256,7 +256,7 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
 
         def patches(levels, index):
             return torch.cat([
-                self.model.features.aggregate([level[index[s : s + 32]].to(device) for level in levels]).cpu()
+                self.model_.features.aggregate([level[index[s : s + 32]].to(device) for level in levels]).cpu()
                 for s in range(0, len(index), 32)
             ])
 
@@ -281,9 +281,9 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
         scale = float(normal.median()) or 1.0
         anomaly = distances(anomaly_levels, anomaly_fold) / scale if anomaly_levels is not None else None
         bank = torch.cat(banks)
-        self.state["memory_bank_size"] = int(len(bank))
-        self.model.memory_bank = bank.to(device)  # replaces the placeholder buffer; load() sizes it from the state
-        self.model.distance_scale.fill_(scale)
+        self.state_["memory_bank_size"] = int(len(bank))
+        self.model_.memory_bank = bank.to(device)  # replaces the placeholder buffer; load() sizes it from the state
+        self.model_.distance_scale.fill_(scale)
         return normal / scale, anomaly
 
     def _grid(self, levels) -> tuple[int, int]:
@@ -300,7 +300,7 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
         return out
 
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        levels = self.model.features.levels(to_batch(images, self.input_shape).to(device))
-        amap, score = self.model(levels)
+        levels = self.model_.features.levels(to_batch(images, self.input_shape).to(device))
+        amap, score = self.model_(levels)
         maps = F.interpolate(amap, size=self.input_shape, mode="bilinear", align_corners=False)
         return score, gaussian_blur(maps, self.sigma)

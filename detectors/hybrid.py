@@ -32,7 +32,7 @@ source image, as a test image never is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -68,22 +68,16 @@ class _FitData:
     pool_group: np.ndarray  # each training anomaly's generator
     data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # by kind: patch maps, residuals, distances
     masks: torch.Tensor  # the anomalies' masks on the feature grid
+    # indices of the training and held-out normal images and anomalies (derived from the parts)
+    train_normals: np.ndarray = field(init=False)
+    held_normals: np.ndarray = field(init=False)
+    train_anomalies: np.ndarray = field(init=False)
+    held_anomalies: np.ndarray = field(init=False)
 
-    @property
-    def train_normals(self) -> np.ndarray:
-        return np.nonzero(self.part != HELD_OUT)[0]
-
-    @property
-    def held_normals(self) -> np.ndarray:
-        return np.nonzero(self.part == HELD_OUT)[0]
-
-    @property
-    def train_anomalies(self) -> np.ndarray:
-        return np.nonzero(self.pool_part != HELD_OUT)[0]
-
-    @property
-    def held_anomalies(self) -> np.ndarray:
-        return np.nonzero(self.pool_part == HELD_OUT)[0]
+    def __post_init__(self) -> None:
+        self.train_normals, self.held_normals = np.nonzero(self.part != HELD_OUT)[0], np.nonzero(self.part == HELD_OUT)[0]
+        self.train_anomalies = np.nonzero(self.pool_part != HELD_OUT)[0]
+        self.held_anomalies = np.nonzero(self.pool_part == HELD_OUT)[0]
 
 
 def choose_weight(weights: Sequence[float], values: Sequence[float], gain_share: float = 1.0, tolerance: float = 0.002) -> float:
@@ -277,7 +271,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         features = self.patch_features()
         image_head = None if self.image_head_inputs is None else self._new_head(features.channels, image=True)
         return _HybridModel(
-            features, self._new_head(features.channels), self.state.get("bank_size", 1), self.head_inputs,
+            features, self._new_head(features.channels), self.state_.get("bank_size", 1), self.head_inputs,
             image_head, self.image_head_inputs or (),
         )
 
@@ -308,7 +302,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
 
     def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
         device = self._torch_device()
-        self.model.to(device)
+        self.model_.to(device)
         part = self._split(len(images))
         pool, pool_part, pool_group = self._anomaly_pool(images, anomalies, part, progress)
         normal_maps, anomaly_maps, masks = self._patch_maps(images, pool, device, progress)
@@ -317,23 +311,23 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         fit = _FitData(part, pool_part, pool_group, data, masks)
         weights, selection = self._choose_fusion_weights(fit, progress)
         history = self._train_heads(fit, progress)
-        self.model.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
+        self.model_.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
         self._standardise(fit)
-        self.model.fusion_weights.copy_(torch.tensor(weights, dtype=torch.float32))
+        self.model_.fusion_weights.copy_(torch.tensor(weights, dtype=torch.float32))
         # image scores of the held-out normals and of the synthetic anomalies made on them, as predict
         # gives them (against the training folds' memory: held-out images are not in it), for calibration
         self.held_out_scores_ = (self._scores_of(data, "normal", fit.held_normals), self._scores_of(data, "anomaly", fit.held_anomalies))
-        self.model.cpu()
+        self.model_.cpu()
         selection["chosen"] = {"map": weights[0], "image": weights[1]}
-        self.state.update({
-            "bank_size": int(len(self.model.memory_bank)),
+        self.state_.update({
+            "bank_size": int(len(self.model_.memory_bank)),
             "n_normal": len(images), "n_held_out": int(len(fit.held_normals)),
             "n_anomalies": int(len(fit.train_anomalies)), "n_validation_anomalies": int(len(fit.held_anomalies)),
             "fusion": selection, "loss_history": history,
         })
 
     def fit_record(self) -> dict[str, Any]:
-        return {"fusion": self.state.get("fusion")}
+        return {"fusion": self.state_.get("fusion")}
 
     def _anomaly_pool(
         self, images: Sequence[np.ndarray], anomalies: list[Anomaly], part: np.ndarray, progress: bool,
@@ -357,7 +351,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Patch maps of the normal images and of the anomalies (half precision, on the CPU), and the
         anomalies' masks on the feature grid."""
-        features, shape = self.model.features, self.input_shape
+        features, shape = self.model_.features, self.input_shape
         normal_maps = patch_maps(features, images, shape, self.batch_size, device, torch.float16, "normal features", progress)
         anomaly_maps = patch_maps(features, [a.image for a in pool], shape, self.batch_size, device, torch.float16, "anomaly features", progress)
         grid = tuple(normal_maps.shape[-2:])
@@ -403,7 +397,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
 
         normal_distance, normal_residual = nearest(normal_maps, part, "normal memory")
         anomaly_distance, anomaly_residual = nearest(anomaly_maps, pool_part, "anomaly memory")
-        self.model.distance_scale.fill_(float(normal_distance[torch.from_numpy(part != HELD_OUT)].median()) or 1.0)
+        self.model_.distance_scale.fill_(float(normal_distance[torch.from_numpy(part != HELD_OUT)].median()) or 1.0)
         return {
             "normal": (normal_maps, normal_residual, normal_distance),
             "anomaly": (anomaly_maps, anomaly_residual, anomaly_distance),
@@ -446,22 +440,22 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
     def _train_heads(self, fit: "_FitData", progress: bool) -> list[float]:
         """The kept heads, trained on every training anomaly; returns the map head's loss history."""
         head, history = self._train_head(fit.data, fit.train_normals, fit.train_anomalies, fit.masks, progress)
-        self.model.head.load_state_dict(head.state_dict())
-        if self.model.image_head is not None:
+        self.model_.head.load_state_dict(head.state_dict())
+        if self.model_.image_head is not None:
             image_head, image_history = self._train_head(fit.data, fit.train_normals, fit.train_anomalies, fit.masks, progress, image=True)
-            self.model.image_head.load_state_dict(image_head.state_dict())
-            self.state["image_loss_history"] = image_history
+            self.model_.image_head.load_state_dict(image_head.state_dict())
+            self.state_["image_loss_history"] = image_history
         return history
 
     def _standardise(self, fit: "_FitData") -> None:
         """The memory's and the heads' standardisation on the held-out normals, as predict sees them
         (batch norm in eval mode)."""
-        self.model.eval()
+        self.model_.eval()
         memory = fit.data["normal"][2][torch.from_numpy(fit.held_normals)]
-        self.model.memory_stats.copy_(mean_and_spread(memory))
-        self.model.head_stats.copy_(mean_and_spread(self._logits(self.model.head, fit.data, fit.held_normals)))
-        if self.model.image_head is not None:
-            self.model.image_head_stats.copy_(mean_and_spread(self._logits(self.model.image_head, fit.data, fit.held_normals, image=True)))
+        self.model_.memory_stats.copy_(mean_and_spread(memory))
+        self.model_.head_stats.copy_(mean_and_spread(self._logits(self.model_.head, fit.data, fit.held_normals)))
+        if self.model_.image_head is not None:
+            self.model_.image_head_stats.copy_(mean_and_spread(self._logits(self.model_.image_head, fit.data, fit.held_normals, image=True)))
 
     def _choose(self, values: np.ndarray) -> float:
         return choose_weight(self.fusion_weights, values, self.gain_share, self.tolerance)
@@ -469,7 +463,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
     def _head_batch(self, data, kind: str, index, image: bool = False) -> torch.Tensor:
         patches, residual, distance = data[kind]
         inputs = self.image_head_inputs if image else self.head_inputs
-        return self.model.head_input(inputs, patches[index].float(), residual[index].float(), distance[index])
+        return self.model_.head_input(inputs, patches[index].float(), residual[index].float(), distance[index])
 
     def _train_head(
         self, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor, progress: bool, epochs: int | None = None,
@@ -480,7 +474,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         mean loss per epoch."""
         epochs = epochs or self.epochs
         torch.manual_seed(self.seed)
-        head = self._new_head(self.model.features.channels, image)
+        head = self._new_head(self.model_.features.channels, image)
         half = self.batch_size // 2
         grid = masks.shape[-2:]
 
@@ -532,7 +526,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         image_logits = logits if image_head is head else head_maps(image_head, True)
         target = torch.cat([torch.zeros(len(normals), 1, *masks.shape[-2:]), masks[torch.from_numpy(anomalies)]]).flatten().numpy()
         labels = np.r_[np.zeros(len(normals)), np.ones(len(anomalies))]
-        sigma = self.sigma / self.model.features.stride
+        sigma = self.sigma / self.model_.features.stride
         out = {"map": [], "image": []}
         for w in self.fusion_weights:
             fused = gaussian_blur(memory + w * logits, sigma)
@@ -547,26 +541,26 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
     @torch.no_grad()
     def _scores_of(self, data, kind: str, index: np.ndarray) -> np.ndarray:
         """Image scores of training-time samples from their stored patch maps and memory inputs."""
-        device = self.model.memory_bank.device
+        device = self.model_.memory_bank.device
         scores = []
         for start in range(0, len(index), self.batch_size):
             chunk = torch.from_numpy(index[start : start + self.batch_size])
             patches, residual, distance = (t[chunk].float().to(device) for t in data[kind])
-            scores.append(self.post_process(*self.model.fuse(patches, distance, residual))[0].cpu())
+            scores.append(self.post_process(*self.model_.fuse(patches, distance, residual))[0].cpu())
         return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
 
     # -- inference -----------------------------------------------------------------------------
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        patches = self.model.features(to_batch(images, self.input_shape).to(device))
-        return self.post_process(*self.model(patches))
+        patches = self.model_.features(to_batch(images, self.input_shape).to(device))
+        return self.post_process(*self.model_(patches))
 
     def export_outputs(self, patches: torch.Tensor, distance: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.post_process(*self.model.fuse(patches, distance, residual))
+        return self.post_process(*self.model_.fuse(patches, distance, residual))
 
     def post_process(self, fused_map: torch.Tensor, fused_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid maps -> (image scores, smoothed maps at the input shape); also the exported graph's end."""
         # one map serves both when the image score fuses the map's head with the same weight
-        same = self.model.image_head is None and bool(self.model.fusion_weights[0] == self.model.fusion_weights[1])
+        same = self.model_.image_head is None and bool(self.model_.fusion_weights[0] == self.model_.fusion_weights[1])
         grids = fused_map if same else torch.cat([fused_map, fused_image], 1)
         up = F.interpolate(grids, size=self.input_shape, mode="bilinear", align_corners=False)
         up = gaussian_blur(up.reshape(-1, 1, *self.input_shape), self.sigma).reshape(-1, grids.shape[1], *self.input_shape)

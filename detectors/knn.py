@@ -63,27 +63,27 @@ class PatchKNN(PatchDetector):
 
     def _build(self) -> nn.Module:
         features = self.patch_features()
-        return _KNNModel(features, features.channels, self.state.get("bank_size", 1))
+        return _KNNModel(features, features.channels, self.state_.get("bank_size", 1))
 
     def _patches(self, images: list[np.ndarray], device: torch.device) -> torch.Tensor:
-        return self.model.features(to_batch(images, self.input_shape).to(device))  # B x C x h x w
+        return self.model_.features(to_batch(images, self.input_shape).to(device))  # B x C x h x w
 
     def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
         device = self._torch_device()
-        self.model.to(device)
-        maps = patch_maps(self.model.features, images, self.input_shape, self.batch_size, device, progress=progress)
+        self.model_.to(device)
+        maps = patch_maps(self.model_.features, images, self.input_shape, self.batch_size, device, progress=progress)
         patches = maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
         n = min(self.max_coreset, max(1, int(round(self.coreset_ratio * len(patches)))))
         bank = coreset_bank(patches.to(device), n, self.seed, self.candidates_per_centre, progress)
-        self.state["bank_size"] = int(len(bank))
-        self.state["n_train_patches"] = int(len(patches))
-        self.model.memory_bank = bank  # replaces the placeholder buffer; load() sizes it from the state
+        self.state_["bank_size"] = int(len(bank))
+        self.state_["n_train_patches"] = int(len(patches))
+        self.model_.memory_bank = bank  # replaces the placeholder buffer; load() sizes it from the state
 
     def _predict_batch(self, images: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self._patches(images, device)
         b, c, h, w = feats.shape
         queries = feats.permute(0, 2, 3, 1).reshape(-1, c)
-        bank = self.model.memory_bank
+        bank = self.model_.memory_bank
         if self.k <= 1:
             distance = nearest(queries, bank)[0]
         else:

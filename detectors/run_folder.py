@@ -88,8 +88,8 @@ def train_run(
     else:
         normal_scores = anomaly_scores = None
     if normal_scores is not None:
-        detector.state["calibration"] = calibrate(normal_scores, anomaly_scores, target_fpr)
-        detector.state["calibration"]["held_out_images"] = (
+        detector.state_["calibration"] = calibrate(normal_scores, anomaly_scores, target_fpr)
+        detector.state_["calibration"]["held_out_images"] = (
             "the hybrid's own held-out normals" if own_hold_out else [str(normals.paths[i]) for i in held_index])
     out.mkdir(parents=True, exist_ok=True)
     detector.save(out / "model")

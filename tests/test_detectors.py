@@ -77,7 +77,7 @@ def test_knn_ranks_defects_and_round_trips(tmp_path):
 
 def test_feature_discriminator_learns_obvious_synthetic_defects(tmp_path):
     detector = tiny_feature().fit(NORMALS, progress=False)
-    history = detector.state["loss_history"]
+    history = detector.state_["loss_history"]
     assert history[-1] < history[0]
     prediction = scores_of(detector)
     assert auroc(prediction.scores, np.r_[np.zeros(8), np.ones(8)]) > 0.9
@@ -100,8 +100,8 @@ def test_feature_discriminator_is_deterministic_and_seeded():
 
 def test_feature_discriminator_with_normal_distance_channel(tmp_path):
     detector = tiny_feature(normal_distance=True, bank_size=64).fit(NORMALS, progress=False)
-    assert detector.state["memory_bank_size"] == 128  # one bank per fold of the normal images
-    assert float(detector.model.distance_scale) > 0
+    assert detector.state_["memory_bank_size"] == 128  # one bank per fold of the normal images
+    assert float(detector.model_.distance_scale) > 0
     prediction = scores_of(detector)
     assert auroc(prediction.scores, np.r_[np.zeros(8), np.ones(8)]) > 0.9
     detector.save(tmp_path / "model")
@@ -116,7 +116,7 @@ def test_feature_discriminator_with_ready_made_anomalies_and_feature_noise():
         sample = generator(image, np.random.default_rng(i))
         ready.append(Anomaly(sample.image, sample.mask))
     detector = tiny_feature(synth="none", feature_noise=True, epochs=2).fit(NORMALS, ready, progress=False)
-    assert detector.state["n_anomalies"] == len(ready)
+    assert detector.state_["n_anomalies"] == len(ready)
     with pytest.raises(ValueError, match="no training anomalies"):
         tiny_feature(synth="none").fit(NORMALS, progress=False)
 
@@ -191,3 +191,15 @@ def test_no_detector_kind_is_compared_with_a_string_outside_the_registry():
         if compared.search(line) and "generator" not in line and "name ==" not in line
     ]
     assert found == []
+
+
+def test_fitted_state_ends_in_an_underscore_and_exists_only_after_fit(tmp_path):
+    knn = PatchKNN(image_size=64, pretrained=False)
+    assert not hasattr(knn, "model_") and not hasattr(knn, "state_") and not knn.is_fitted and knn.calibration is None
+    with pytest.raises(RuntimeError, match="not fitted; call fit"):
+        knn.predict(NORMALS[:1])
+    assert knn.fit(NORMALS[:4], progress=False) is knn
+    assert knn.is_fitted and knn.state_["input_shape"] == [64, 64] and knn.model_ is not None
+    loaded = load_detector(knn.save(tmp_path / "knn"))
+    assert loaded.state_["bank_size"] == knn.state_["bank_size"]
+    assert PatchKNN(**knn.get_params()).is_fitted is False  # get_params rebuilds an unfitted copy

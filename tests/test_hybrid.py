@@ -41,7 +41,7 @@ def test_hybrid_finds_defects_and_localises_them(fitted):
 
 
 def test_hybrid_records_how_it_chose_the_fusion(fitted):
-    state = fitted.state
+    state = fitted.state_
     assert state["n_held_out"] == 2 and state["n_normal"] == 12  # round(0.2 * 12) images held out
     assert state["n_validation_anomalies"] > 0 and state["n_anomalies"] > 0
     fusion = state["fusion"]
@@ -57,8 +57,8 @@ def test_hybrid_records_how_it_chose_the_fusion(fitted):
         target = min(values[0] + fitted.gain_share * (max(values) - values[0]), max(values) - fitted.tolerance)
         assert values[fusion["weights"].index(chosen)] >= target - 1e-3  # (the curves are recorded rounded)
         assert all(v < target + 1e-3 for w, v in zip(fusion["weights"], values) if w < chosen)  # the smallest such
-    assert fitted.model.fusion_weights.tolist() == [fusion["chosen"]["map"], fusion["chosen"]["image"]]
-    assert fitted.state["bank_size"] == len(fitted.model.memory_bank) <= 400
+    assert fitted.model_.fusion_weights.tolist() == [fusion["chosen"]["map"], fusion["chosen"]["image"]]
+    assert fitted.state_["bank_size"] == len(fitted.model_.memory_bank) <= 400
 
 
 def test_hybrid_round_trips_and_is_deterministic(fitted, tmp_path):
@@ -83,11 +83,11 @@ def test_hybrid_with_a_fixed_weight_and_ready_made_anomalies():
         sample = generator(image, np.random.default_rng(i))
         ready.append(Anomaly(sample.image, sample.mask, "cutpaste", source=i))
     detector = tiny(synth="none", select="fixed", fixed_weight=0.0).fit(NORMALS, ready, progress=False)
-    assert detector.state["fusion"]["chosen"] == {"map": 0.0, "image": 0.0}
-    assert detector.state["fusion"]["method"] == "fixed"
+    assert detector.state_["fusion"]["chosen"] == {"map": 0.0, "image": 0.0}
+    assert detector.state_["fusion"]["method"] == "fixed"
     # anomalies made on held-out images are kept for validation, not training
-    assert detector.state["n_anomalies"] + detector.state["n_validation_anomalies"] == len(ready)
-    assert detector.state["n_validation_anomalies"] == detector.state["n_held_out"]
+    assert detector.state_["n_anomalies"] + detector.state_["n_validation_anomalies"] == len(ready)
+    assert detector.state_["n_validation_anomalies"] == detector.state_["n_held_out"]
     # with both weights 0 the map is the memory's distance, standardised: higher where the defect is
     image, mask = TEST_DEFECTS[0]
     heat = detector.predict([image]).maps[0]
@@ -96,8 +96,8 @@ def test_hybrid_with_a_fixed_weight_and_ready_made_anomalies():
 
 def test_hybrid_with_one_generator_has_nothing_to_leave_out():
     single = tiny(synth="draem", epochs=1).fit(NORMALS, progress=False)
-    assert single.state["fusion"]["method"].startswith("fixed (fewer than two generators")
-    assert single.state["fusion"]["chosen"] == {"map": 1.0, "image": 1.0}
+    assert single.state_["fusion"]["method"].startswith("fixed (fewer than two generators")
+    assert single.state_["fusion"]["chosen"] == {"map": 1.0, "image": 1.0}
 
 
 def test_hybrid_errors_are_clear():
@@ -131,7 +131,7 @@ def test_the_heads_that_choose_the_fusion_train_for_selection_epochs(monkeypatch
     detector = tiny(epochs=3, selection_epochs=1).fit(NORMALS, progress=False)
     # per left-out generator (cutpaste, draem) a map head and an image head, then the kept ones
     assert epochs == [(1, "map"), (1, "image")] * 2 + [(3, "map"), (3, "image")]
-    assert len(detector.state["loss_history"]) == len(detector.state["image_loss_history"]) == 3
+    assert len(detector.state_["loss_history"]) == len(detector.state_["image_loss_history"]) == 3
     epochs.clear()
     tiny(epochs=3, image_head_inputs=None).fit(NORMALS, progress=False)
     assert epochs == [(2, "map"), (2, "map"), (3, "map")]  # by default half as long as the kept head, rounded up
@@ -168,11 +168,11 @@ def test_the_saved_head_is_the_trained_head_and_calibration_scores_match_predict
     monkeypatch.setattr(HybridDetector, "_train_head", keep)
     detector = tiny(select="fixed").fit(NORMALS, progress=False)
     # the held-out statistics must not move the heads' batch-norm statistics (eval mode)
-    for key, head in (("map", detector.model.head), ("image", detector.model.image_head)):
+    for key, head in (("map", detector.model_.head), ("image", detector.model_.image_head)):
         final = head.state_dict()
         assert all(torch.equal(final[k].cpu(), v.cpu()) for k, v in trained[key].items())
     normal_scores, anomaly_scores = detector.held_out_scores_
-    assert len(normal_scores) == detector.state["n_held_out"] and len(anomaly_scores) > 0
+    assert len(normal_scores) == detector.state_["n_held_out"] and len(anomaly_scores) > 0
     # a held-out normal scored at fit time (against the training folds' memory) scores no lower than predict gives
     held = [NORMALS[i] for i in np.nonzero(detector._split(len(NORMALS)) == 2)[0]]
     assert np.all(normal_scores >= detector.predict(held).scores - 1e-3)
@@ -188,7 +188,7 @@ def test_the_head_sees_only_the_inputs_it_is_given(tmp_path):
     import torch
 
     detector = tiny(head_inputs=["distance"], epochs=1).fit(NORMALS, progress=False)
-    model = detector.model
+    model = detector.model_
     assert first_conv(model.head).in_channels == 1
     channels = model.features.channels
     g = torch.Generator().manual_seed(0)
@@ -200,7 +200,7 @@ def test_the_head_sees_only_the_inputs_it_is_given(tmp_path):
         assert not torch.equal(model.head_logits(patches, residual, distance * 2), logits)
     detector.save(tmp_path / "model")
     loaded = load_detector(tmp_path / "model")
-    assert loaded.head_inputs == ["distance"] and first_conv(loaded.model.head).in_channels == 1
+    assert loaded.head_inputs == ["distance"] and first_conv(loaded.model_.head).in_channels == 1
     np.testing.assert_array_equal(predict(loaded).scores, predict(detector).scores)
     with pytest.raises(ValueError, match="head_inputs must be"):
         HybridDetector(head_inputs=["distance", "colour"])
@@ -215,7 +215,7 @@ def test_the_head_sees_only_the_inputs_it_is_given(tmp_path):
 def test_the_image_score_comes_from_its_own_head_on_the_distance_alone(fitted):
     import torch
 
-    model = fitted.model
+    model = fitted.model_
     assert fitted.image_head_inputs == ["distance"] and first_conv(model.image_head).in_channels == 1
     g = torch.Generator().manual_seed(0)
     patches, residual, other = (torch.randn(2, model.features.channels, 4, 4, generator=g) for _ in range(3))

@@ -121,7 +121,7 @@ def test_a_tiled_detector_finds_a_defect_saves_and_exports(tmp_path):
 
     normals = [np.concatenate([smooth(i), smooth(i + 30)], 1) for i in range(6)]  # 64 x 128
     knn = PatchKNN(image_size=64, coreset_ratio=0.5, tile_size=64, tile_overlap=32).fit(normals, progress=False)
-    assert knn.input_shape == (64, 128) and knn.model.features.tiling.windows((64, 128))[-1] == (0, 64, 64, 64)
+    assert knn.input_shape == (64, 128) and knn.model_.features.tiling.windows((64, 128))[-1] == (0, 64, 64, 64)
     defect, mask = with_defect(np.concatenate([smooth(50), smooth(80)], 1), 2)
     prediction = knn.predict([defect, np.concatenate([smooth(51), smooth(81)], 1)])
     assert prediction.maps.shape == (2, 64, 128)
