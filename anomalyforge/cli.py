@@ -225,14 +225,20 @@ def _scorer(args: argparse.Namespace):
     return EAPScorer(**options)
 
 
+def _device_and_quiet(parser: argparse.ArgumentParser, device: str | None = "what accelerate finds") -> None:
+    """``--device`` (with the default it falls back to; None: no such option) and ``--quiet``."""
+    if device is not None:
+        parser.add_argument("--device", default=None, help=f"cpu, cuda, ... (default: {device})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _scorer_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
     """The dataset and EAP scorer arguments that ``score`` and ``curate`` share."""
     parser.add_argument("dataset", help="folder (or fsspec URL) written by anomalyforge generate")
     parser.add_argument("--normals", default=None, help="normal images (default: the folder the dataset was made from)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=set_help)
     parser.add_argument("--seed", type=int, default=None, help="seed of the scorer's random subsets (default 0)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU when there is one)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _device_and_quiet(parser, "a GPU when there is one")
 
 
 def _engine_arguments(parser: argparse.ArgumentParser, workers: bool = True) -> None:
@@ -315,14 +321,15 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
     )
     if fitted is None:  # under `accelerate launch`, one process writes the model
         return 0
+    summary = fitted.generator.fit_summary
+    counts = ", ".join(f"{d} {n}" for d, n in summary["shots"].items())
+    lines = [f"learned {len(fitted.generator.defects)} defect types from {len(fitted.shots)} shots ({counts}) in "
+             f"{summary['train_seconds']:.0f} s" + (f"; {len(fitted.skipped)} unreadable files skipped" if fitted.skipped else "")
+             + f"; saved to {fitted.out}"]
     if fitted.preview:
-        print(f"preview sheet: {fitted.preview}")
-    generator = fitted.generator
-    counts = ", ".join(f"{d} {n}" for d, n in generator.fit_summary["shots"].items())
-    skipped = f"; {len(fitted.skipped)} unreadable files skipped" if fitted.skipped else ""
-    print(f"learned {len(generator.defects)} defect types from {len(fitted.shots)} shots ({counts}) in "
-          f"{generator.fit_summary['train_seconds']:.0f} s{skipped}; saved to {fitted.out}")
-    print(f"generate with: anomalyforge generate --input {data} --generator diffusion --model {fitted.out} --out DIR")
+        lines.insert(0, f"preview sheet: {fitted.preview}")
+    lines.append(f"generate with: anomalyforge generate --input {data} --generator diffusion --model {fitted.out} --out DIR")
+    print("\n".join(lines))
     return 0
 
 
@@ -395,7 +402,7 @@ def _generate_parser(sub: Any) -> None:
     gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per parquet shard (hf format)")
     gen.add_argument("--license", default=None, help="license of the source images, for the dataset card")
     gen.add_argument("--preview", action="store_true", help="also write preview.png into the output folder")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_and_quiet(gen, device=None)
     gen.set_defaults(func=cmd_generate)
 
 
@@ -435,12 +442,11 @@ def _train_parser(sub: Any) -> None:
                        help="where anomalies go; auto: object when the image border is uniform")
     train.add_argument("--textures", default=None, help="DRAEM anomaly source textures (default: bundled)")
     train.add_argument("--seed", type=int, default=None, help="seed of the data split, anomalies and training (default 0)")
-    train.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. hidden=512")
     train.add_argument("--no-reference", action="store_true", help="do not fit the normal-only kNN reference")
     train.add_argument("--target-fpr", type=_open_probability, default=0.01,
                        help="decision threshold: at most this share of held-out normal images flagged (default 0.01)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _device_and_quiet(train)
     train.set_defaults(func=cmd_train)
 
 
@@ -452,8 +458,7 @@ def _evaluate_parser(sub: Any) -> None:
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/eval)")
     ev.add_argument("--overlays", type=int, default=16, help="test images to draw heat maps for (default 16)")
     ev.add_argument("--no-reference", action="store_true", help="skip the kNN reference saved with the run")
-    ev.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
-    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    _device_and_quiet(ev)
     ev.set_defaults(func=cmd_evaluate)
 
 
@@ -468,8 +473,7 @@ def _predict_parser(sub: Any) -> None:
     pr.add_argument("--no-maps", action="store_true", help="no heat-map overlay per image")
     pr.add_argument("--masks", action="store_true", help="also write a binary defect mask per image, at its own size")
     pr.add_argument("--batch-size", type=_positive, default=None, help="images per batch (default: the detector's)")
-    pr.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU when there is one)")
-    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_and_quiet(pr, "a GPU when there is one")
     pr.set_defaults(func=cmd_predict)
 
 
@@ -546,8 +550,7 @@ def _fit_defects_parser(sub: Any) -> None:
     fit.add_argument("--preview", type=int, default=3, metavar="N",
                      help="write OUT/preview.png: each type's shots next to N generated defects (0: none)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the shot choice and training (default 0)")
-    fit.add_argument("--device", default=None, help="cpu, cuda, ... (default: what accelerate finds)")
-    fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    _device_and_quiet(fit)
     fit.set_defaults(func=cmd_fit_defects)
 
 
@@ -573,7 +576,7 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                      help="override any recipe key, e.g. train.epochs=5 data.normals=path/to/images generate.n=200")
     run.add_argument("--check", action="store_true", help="validate and print the resolved recipe; run nothing")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _device_and_quiet(run, device=None)
     run.set_defaults(func=cmd_run)
 
 
@@ -585,7 +588,7 @@ def _demo_parser(sub: Any) -> None:
     demo.add_argument("--n", type=_positive, default=48, help="samples to make (default 48)")
     demo.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     demo.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_and_quiet(demo, device=None)
     demo.set_defaults(func=cmd_demo)
 
 
