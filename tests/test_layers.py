@@ -1,4 +1,4 @@
-"""Issue 17: the package layers hold (import-linter), importing or generating pulls no heavy library,
+"""The package layers hold (import-linter), importing or generating pulls no heavy library,
 and one contract and one registry serve generators, detectors and the EAP scorer."""
 
 import json
