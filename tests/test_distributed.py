@@ -71,20 +71,23 @@ def test_stopping_early_waits_for_the_cancelled_tasks(tmp_path, ray_cluster):
     def task(index, folder):
         if index == 0:
             return index
-        (folder / f"started-{index}").touch()
         try:
+            (folder / f"started-{index}").touch()
             for _ in range(600):
                 time.sleep(0.1)  # a cancelled task is interrupted between two Python steps
         finally:
-            # the cleanup a cancelled task still does, which goes on until its time is up even if a
-            # second interrupt lands in it (a task can be interrupted more than once, ray-project/ray#63663)
-            done = time.monotonic() + 0.5
-            while time.monotonic() < done:
+            # the cleanup a cancelled task still does (0.5 s), to its end even when a further interrupt
+            # lands in any of its steps (a task can be interrupted more than once, ray-project/ray#63663)
+            done = None
+            while True:
                 try:
+                    done = time.monotonic() + 0.5 if done is None else done
+                    if time.monotonic() >= done:
+                        (folder / f"stopped-{index}").touch()
+                        break
                     time.sleep(0.05)
                 except KeyboardInterrupt:
                     pass
-            (folder / f"stopped-{index}").touch()
         return index
 
     submits = [lambda k=k: task.remote(k, tmp_path) for k in range(3)]
