@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 from . import __version__
 
+SKIPPED_EXIT = 3  # predict --strict: some input files could not be read (the others were scored)
+
 
 def _weights(text: str) -> dict[str, float]:
     from synth.registry import parse_weights
@@ -194,19 +196,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         detector, args.input, args.out, threshold=args.threshold, maps=not args.no_maps, masks=args.masks,
         batch_size=args.batch_size, progress=not args.quiet,
     )
+    if report.n_images == 0:  # a camera writing only corrupt files must not pass unnoticed
+        listed = "; ".join(list(report.skipped.values())[:3]) + (" ..." if len(report.skipped) > 3 else "")
+        raise ValueError(f"no image could be scored: {len(report.skipped)} unreadable files ({listed})")
     skipped = f"; {len(report.skipped)} unreadable files skipped (listed in predictions.json)" if report.skipped else ""
     print(f"scored {report.n_images} images in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s): "
           f"{report.n_anomalous} anomalous at threshold {report.threshold:.4g}{skipped}")
     print(f"predictions: {Path(args.out) / 'predictions.csv'}")
-    return 0
+    return SKIPPED_EXIT if report.skipped and args.strict else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from detectors import load_detector
     from detectors.export import export_onnx
 
+    out = Path(args.out)
+    if out.is_dir():  # an existing folder: the model goes inside it
+        out = out / "model.onnx"
     detector = load_detector(args.model, device="cpu")
-    path = export_onnx(detector, args.out)
+    path = export_onnx(detector, out)
     height, width = detector.input_shape
     threshold = f"; threshold {detector.calibration['threshold']:.4g} in its metadata" if detector.calibration else ""
     print(f"exported {detector.kind} to {path}: input uint8 RGB (batch, {height}, {width}, 3), outputs scores and maps{threshold}")
@@ -472,6 +480,9 @@ def _predict_parser(sub: Any) -> None:
                     help="decision threshold on the image score (default: the one calibrated at training time)")
     pr.add_argument("--no-maps", action="store_true", help="no heat-map overlay per image")
     pr.add_argument("--masks", action="store_true", help="also write a binary defect mask per image, at its own size")
+    pr.add_argument("--strict", action="store_true",
+                    help=f"exit with {SKIPPED_EXIT} when any input file was unreadable (default: 0 when at least one image "
+                         "was scored; scoring none is always an error, exit 2)")
     pr.add_argument("--batch-size", type=_positive, default=None, help="images per batch (default: the detector's)")
     _device_and_quiet(pr, "a GPU when there is one")
     pr.set_defaults(func=cmd_predict)
@@ -482,7 +493,7 @@ def _export_parser(sub: Any) -> None:
     ex = sub.add_parser("export", help="write a trained detector as one ONNX model for onnxruntime (uint8 image in, score and map out)")
     ex.add_argument("--model", required=True, help="run folder written by train (or a saved detector folder)")
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="model format (default onnx)")
-    ex.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    ex.add_argument("--out", required=True, help="output file, e.g. model.onnx (an existing folder: FOLDER/model.onnx)")
     ex.set_defaults(func=cmd_export)
 
 

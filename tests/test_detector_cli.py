@@ -194,6 +194,21 @@ def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp
                  "--no-maps", "--quiet"]) == 0
     rows = list(csv.DictReader((strict / "predictions.csv").open()))
     assert len(rows) == 1 and rows[0]["anomalous"] == "false" and not (strict / "overlays").exists()
+    # exit codes a line controller can act on: some unreadable files (--strict), none readable (always)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(run), "--input", str(inbox), "--out", str(tmp_path / "strict2"), "--strict",
+                 "--no-maps", "--quiet"]) == 3
+    assert "1 unreadable files skipped" in capsys.readouterr().out
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "cut.png").write_bytes((inbox / "a.png").read_bytes()[:200])
+    assert main(["predict", "--model", str(run), "--input", str(corrupt), "--out", str(tmp_path / "none"), "--quiet"]) == 2
+    assert "no image could be scored: 1 unreadable files" in capsys.readouterr().err
+    # export into an existing folder writes model.onnx inside it
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    assert main(["export", "--model", str(run), "--out", str(folder)]) == 0
+    assert (folder / "model.onnx").is_file() and str(folder / "model.onnx") in capsys.readouterr().out
 
     # ONNX: the same scores and maps as the PyTorch detectors (tiling included), on images of several original sizes
     images = [smooth(400, 64), cv2.resize(smooth(401, 64), (90, 50)), with_defect(smooth(402, 64), 3)[0], smooth(403, 100)]
