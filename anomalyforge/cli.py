@@ -10,6 +10,9 @@ from typing import Any, Sequence
 
 from . import __version__
 
+AUTO = "auto"
+PRESET_HELP = ("where anomalies go: object keeps them on the object (background estimated from the image border), "
+               "texture anywhere; auto (default): object when the normal images' border is uniform")
 SKIPPED_EXIT = 3  # predict --strict: some input files could not be read (the others were scored)
 
 
@@ -45,13 +48,14 @@ def _open_probability(text: str) -> float:
 
 def generator_options(args: argparse.Namespace) -> dict[str, dict]:
     """Per-generator keyword arguments from the generate options (the preset's, then the command's own)."""
-    from synth.presets import preset_options
+    from synth.presets import guess_preset, preset_options
 
     own = {
         "cutpaste": {"variant": args.variant} if args.variant else {}, "nsa": {"label_mode": args.label_mode}, "draem": {},
         "diffusion": {"model": args.model, "defect": args.defect},
     }
-    options = {name: {**preset_options(args.preset, args.textures)[name], **mine, "p_unchanged": args.p_unchanged}
+    preset = guess_preset(args.input) if args.preset == AUTO else args.preset
+    options = {name: {**preset_options(preset, args.textures)[name], **mine, "p_unchanged": args.p_unchanged}
                for name, mine in own.items()}
     return {**options, "mix": {"p_unchanged": args.p_unchanged}}
 
@@ -256,7 +260,7 @@ def _engine_arguments(parser: argparse.ArgumentParser, workers: bool = True) -> 
     if workers:
         parser.add_argument("--workers", type=_positive, default=1, help="CPUs of a local Ray with --engine ray (default 1)")
     parser.add_argument("--engine", choices=ENGINES, default="local",
-                        help="local: processes on this machine; ray: Ray tasks (pip install \"anomalyforge[ray]\")")
+                        help="local (default): processes on this machine; ray: Ray tasks (pip install \"anomalyforge[ray]\")")
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster to use with --engine ray, e.g. ray://head:10001 or auto (default: a local Ray "
                              "with --workers CPUs)")
@@ -392,13 +396,12 @@ def _generate_parser(sub: Any) -> None:
     gen.add_argument("--workers", type=_positive, default=1, help="worker processes, or local Ray CPUs (default 1)")
     _engine_arguments(gen, workers=False)
     gen.add_argument("--format", choices=FORMATS, default="mvtec",
-                     help="mvtec: test/<generator>/ + ground_truth/; hf: hub-ready parquet folder")
-    gen.add_argument("--preset", choices=PRESETS, default="texture",
-                     help="object: anomalies stay on the object (background estimated from the border)")
+                     help="mvtec (default): test/<generator>/ + ground_truth/; hf: hub-ready parquet folder")
+    gen.add_argument("--preset", choices=(AUTO, *PRESETS), default=AUTO, help=PRESET_HELP)
     gen.add_argument("--variant", choices=["normal", "scar", "union", "3way"], default=None,
                      help="CutPaste variant (default: union, a normal patch or a scar per sample)")
     gen.add_argument("--label-mode", choices=["binary", "intensity", "logistic-intensity"], default="logistic-intensity",
-                     help="NSA mask type")
+                     help="NSA mask type (default: logistic-intensity)")
     gen.add_argument("--textures", default=None, help="DRAEM anomaly source texture folder (default: bundled textures)")
     gen.add_argument("--weights", type=_weights, default=None, help="mix weights, e.g. cutpaste=1,nsa=1,draem=2,diffusion=1")
     gen.add_argument("--model", default=None, help="diffusion generator folder written by anomalyforge fit-defects")
@@ -407,7 +410,7 @@ def _generate_parser(sub: Any) -> None:
     gen.add_argument("--png-compression", type=int, choices=range(10), default=None, metavar="0-9",
                      help="zlib level of the PNG files with OpenCV's filters (default: Up filter at level 1, as fast "
                           "as OpenCV's default and usually smaller; higher levels: slower, a few percent smaller)")
-    gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per parquet shard (hf format)")
+    gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per parquet shard (hf format; default 1000)")
     gen.add_argument("--license", default=None, help="license of the source images, for the dataset card")
     gen.add_argument("--preview", action="store_true", help="also write preview.png into the output folder")
     _device_and_quiet(gen, device=None)
@@ -446,8 +449,7 @@ def _train_parser(sub: Any) -> None:
                        help="short side of the detector's input (default 256); the long side follows the images' aspect")
     train.add_argument("--aspect", choices=["auto", "square"], default="auto",
                        help="auto: keep the training images' aspect ratio (default); square: resize to size x size")
-    train.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
-                       help="where anomalies go; auto: object when the image border is uniform")
+    train.add_argument("--preset", choices=(AUTO, *PRESETS), default=AUTO, help=PRESET_HELP)
     train.add_argument("--textures", default=None, help="DRAEM anomaly source textures (default: bundled)")
     train.add_argument("--seed", type=int, default=None, help="seed of the data split, anomalies and training (default 0)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. hidden=512")
@@ -524,7 +526,8 @@ def _curate_parser(sub: Any) -> None:
     cur.add_argument("--max-area", type=float, default=SELECTION_DEFAULTS["max_area"],
                      help=f"drop masks covering this much of the image (default {SELECTION_DEFAULTS['max_area']})")
     cur.add_argument("--duplicate-similarity", type=float, default=SELECTION_DEFAULTS["duplicate_similarity"],
-                     help="drop a sample whose in-mask features match a better one this closely at the same place")
+                     help="drop a sample whose in-mask features match a better one this closely at the same place "
+                          f"(default {SELECTION_DEFAULTS['duplicate_similarity']})")
     cur.add_argument("--keep-duplicates", action="store_true", help="no near-duplicate removal")
     cur.add_argument("--format", choices=FORMATS, default=None, help="output format (default: the input's)")
     _engine_arguments(cur)
@@ -550,16 +553,15 @@ def _fit_defects_parser(sub: Any) -> None:
     fit.add_argument("--defects", default=None, help="comma-separated defect types (default: all in test/)")
     fit.add_argument("--normals", default=None, help="normal images (default: DATA/train/good)")
     fit.add_argument("--backend", choices=BACKENDS.names(), default="scratch",
-                     help="scratch: small U-Net trained here (CPU-friendly); pretrained: Stable Diffusion inpainting")
+                     help="scratch (default): small U-Net trained here (CPU-friendly); pretrained: Stable Diffusion inpainting")
     fit.add_argument("--pretrained", default=None, help="pretrained backend: folder or hub id of an inpainting pipeline")
     fit.add_argument("--lora-rank", type=int, default=0, help="pretrained backend: LoRA rank on the U-Net (0: off)")
     fit.add_argument("--steps", type=_positive, default=None, help="training steps")
-    fit.add_argument("--preset", choices=PRESETS, default="texture",
-                     help="object: new defects stay on the object (background estimated from the border)")
+    fit.add_argument("--preset", choices=(AUTO, *PRESETS), default=AUTO, help=PRESET_HELP)
     fit.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                      help="generator options, e.g. resolution=128 batch_size=16 num_inference_steps=50")
     fit.add_argument("--preview", type=int, default=3, metavar="N",
-                     help="write OUT/preview.png: each type's shots next to N generated defects (0: none)")
+                     help="write OUT/preview.png: each type's shots next to N generated defects (default 3; 0: none)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the shot choice and training (default 0)")
     _device_and_quiet(fit)
     fit.set_defaults(func=cmd_fit_defects)

@@ -133,3 +133,23 @@ def test_cutpaste_default_variant_is_set_once():
     generate = build_parser()._subparsers._group_actions[0].choices["generate"]
     variant = next(action for action in generate._actions if action.dest == "variant")
     assert variant.default is None and f"default: {default}" in variant.help
+
+
+def test_every_help_line_states_its_default_and_presets_default_to_auto():
+    import argparse
+
+    from anomalyforge.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction)):
+                continue
+            if action.default in (None, False, []):
+                continue
+            if "default" not in (action.help or "") or str(action.default) not in action.help:
+                missing.append(f"{name} {action.option_strings[0]}")
+            if action.dest == "preset":
+                assert action.default == "auto", name
+    assert missing == []

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from ..common.pictures import save_png, shots_sheet
 from ..common.readers import ImageFiles, TestImage, normal_image_paths
-from ..presets import preset_options
+from ..presets import guess_preset, preset_options
 from ..registry import BACKENDS
 from .generator import DefectDiffusion, example_defects
 from .shots import DefectShot, split_shots
@@ -35,16 +35,17 @@ def fit_defects(
     defects: Sequence[str] | None = None,
     normals: str | Path | None = None,
     options: Mapping[str, Any] | None = None,
-    preset: str = "texture",
+    preset: str = "auto",
     seed: int = 0,
     preview: int = 3,
     progress: bool = True,
 ) -> FittedDefects | None:
     """Draw ``shots`` real defects of each type from the MVTec-layout folder ``data`` (seeded), fit
     the ``backend`` on them and the normal images (``normals``, default ``data``'s train/good) with
-    ``options`` over the preset's, save it to ``out`` with a ``preview`` sheet of ``preview``
-    generated defects per type. An interrupted fit resumes from ``out/checkpoint``. Under
-    ``accelerate launch`` only the main process saves and gets the result (the others get None)."""
+    ``options`` over the preset's (``auto``: guessed from the normal images), save it to ``out`` with
+    a ``preview`` sheet of ``preview`` generated defects per type. An interrupted fit resumes from
+    ``out/checkpoint``. Under ``accelerate launch`` only the main process saves and gets the result
+    (the others get None)."""
     from accelerate import PartialState
 
     drawn, held_out, skipped = split_shots(data, shots, seed=seed, defects=defects)
@@ -52,6 +53,8 @@ def fit_defects(
         raise ValueError(f"{data}: no readable defect shots")
     normal_images = ImageFiles(normal_image_paths(normals or data))
     settings = {"seed": seed, **(options or {})}
+    if preset == "auto":
+        preset = guess_preset(normals or data)
     for name, value in preset_options(preset)["diffusion"].items():
         settings.setdefault(name, value)
     try:
