@@ -23,7 +23,7 @@ from curate.selection import (
     check_selection,
 )
 from detectors.registry import DETECTORS
-from synth.common.options import OptionError, conform, describe, parse_assignments
+from synth.common.options import OptionError, closest, conform, describe, parse_assignments
 from synth.common.png import check_compression
 from synth.dataset.ray_engine import ENGINES
 from synth.dataset.writers import FORMATS
@@ -248,7 +248,8 @@ class _Checker:
         for name in given:
             if name not in known:
                 where = f"{key}.{name}" if key else str(name)
-                raise self.fail(where, f"unknown key; known keys{f' of {key}' if key else ''}: {', '.join(known)}")
+                raise self.fail(where, f"unknown key{closest(name, known)}; known keys{f' of {key}' if key else ''}: "
+                                       f"{', '.join(known)}")
 
     def section(self, key: str, given: Any, hints: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(given, dict):

@@ -5,7 +5,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import textured
+from conftest import textured, write_rgb
 
 from anomalyforge.cli import main
 
@@ -153,3 +153,31 @@ def test_every_help_line_states_its_default_and_presets_default_to_auto():
             if action.dest == "preset":
                 assert action.default == "auto", name
     assert missing == []
+
+
+def test_messages_say_the_problem_once_in_our_words(tmp_path, capfd):
+    from synth.common.readers import mvtec_test_images
+
+    good = tmp_path / "in"
+    for k in range(3):
+        write_rgb(good / f"n{k}.png", textured(48, 48, seed=k))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "cut.png").write_bytes((good / "n0.png").read_bytes()[:200])  # a truncated PNG
+    assert main(["generate", "--input", str(bad), "--out", str(tmp_path / "none"), "--n", "2", "--quiet"]) == 2
+    err = capfd.readouterr().err
+    assert "cut.png: truncated PNG" in err and "libpng" not in err and "sample 0 failed" not in err
+    # a folder holding another run: the settings that differ, not whole configs
+    out = tmp_path / "out"
+    assert main(["generate", "--input", str(good), "--out", str(out), "--n", "3", "--quiet"]) == 0
+    assert main(["generate", "--input", str(good), "--out", str(out), "--n", "3", "--quiet", "--variant", "scar"]) == 2
+    err = capfd.readouterr().err
+    assert "generator_config.generators[cutpaste].variant: 'union' there, 'scar' now" in err and len(err) < 400
+    # paths that do not exist are said to be so
+    assert main(["preview", str(tmp_path / "nope")]) == 2
+    assert f"{tmp_path / 'nope'} does not exist" in capfd.readouterr().err
+    with pytest.raises(FileNotFoundError, match="nope does not exist"):
+        mvtec_test_images(tmp_path / "nope")
+    # a misspelt option gets a suggestion
+    assert main(["train", "--data", str(good), "--out", str(tmp_path / "run"), "--quiet", "--set", "epoch=3"]) == 2
+    assert "did you mean 'epochs'?" in capfd.readouterr().err

@@ -5,13 +5,14 @@ classes do."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import types
 import typing
 from collections.abc import Mapping as AbcMapping
 from collections.abc import Sequence as AbcSequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Iterable, Literal, Mapping, Union
 
 
 class OptionError(ValueError):
@@ -106,6 +107,12 @@ def conform(value: Any, hint: Any) -> tuple[bool, Any]:
     return True, value
 
 
+def closest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'epochs'?)`` for a misspelt ``name`` with a close match among ``known``; else ''."""
+    match = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def checked_options(klass: type, options: Mapping[str, Any], what: str) -> dict[str, Any]:
     """Command-line ``--set`` options checked the way a recipe's are: every key a constructor
     parameter of ``klass``, every value of its type (numbers given as text become numbers)."""
@@ -113,7 +120,8 @@ def checked_options(klass: type, options: Mapping[str, Any], what: str) -> dict[
     out = {}
     for key, value in options.items():
         if key not in hints:
-            raise OptionError(f"--set {key}: unknown {what} option; known options: {', '.join(sorted(hints))}")
+            raise OptionError(f"--set {key}: unknown {what} option{closest(key, hints)}; known options: "
+                              f"{', '.join(sorted(hints))}")
         ok, converted = conform(value, hints[key])
         if not ok:
             raise OptionError(f"--set {key}={value!r}: {key} must be {describe(hints[key])}")

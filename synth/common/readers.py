@@ -26,6 +26,9 @@ class ImageReadError(ValueError):
     """An image file that cannot be decoded; the message names the file and the problem."""
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file (a local path or an fsspec URL) to HxWx3 uint8 RGB."""
     path = as_location(path)
@@ -41,6 +44,9 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"{path}: cannot open file ({error.strerror or error})") from error
     if data.size == 0:
         raise ImageReadError(f"{path}: file is empty")
+    if data[:8].tobytes() == PNG_SIGNATURE and b"IEND" not in data[-12:].tobytes():
+        # found here, so that libpng does not print its own error beside ours
+        raise ImageReadError(f"{path}: truncated PNG (the file ends before its last chunk)")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
@@ -168,6 +174,8 @@ def mvtec_test_images(folder: str | Path, require_masks: bool = True) -> list[Te
     """The ``test/<defect>/`` images of an MVTec category with ``ground_truth/<defect>/<stem>_mask.png``
     (without ``require_masks``, a defect image without its mask has ``mask_path`` None: image labels only)."""
     folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder} does not exist")
     test_dir = folder / "test"
     if not test_dir.is_dir():
         raise FileNotFoundError(f"{folder} has no test/ folder (expected the MVTec AD layout)")

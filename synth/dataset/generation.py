@@ -30,6 +30,11 @@ class GenerationReport:
     already_done: int
     failed: list[str] = field(default_factory=list)
     bad_files: dict[str, str] = field(default_factory=dict)
+    n_inputs: int = 0
+
+    @property
+    def no_usable_input(self) -> bool:
+        return len(self.bad_files) == self.n_inputs
 
     def add(self, result: dict[str, Any]) -> bool:
         """Count one sample's result; returns whether it was made."""
@@ -39,7 +44,8 @@ class GenerationReport:
                 tqdm.write(f"skipping unusable image: {error}")
         if "error" in result:
             self.failed.append(f"sample {result['index']}: {result['error']}")
-            tqdm.write(f"sample {result['index']} failed: {result['error']}")
+            if not self.no_usable_input:  # else the job stops with that error, said once
+                tqdm.write(f"sample {result['index']} failed: {result['error']}")
             return False
         self.written += 1
         return True
@@ -93,7 +99,7 @@ def generate_dataset(
     done = writer.open()
     store.write_json(RUN_INFO, {**run, "complete": False})
     todo = [i for i in range(n) if i not in done]
-    report = GenerationReport(store.where, 0, len(done))
+    report = GenerationReport(store.where, 0, len(done), n_inputs=len(paths))
     task = GenerationTask(paths, root, generator, seed, png_compression)
     if engine == "ray":
         results = distributed_results(todo, ChunkJob(task, fmt, store, n, shard_size), workers, ray_address)
@@ -112,13 +118,13 @@ def generate_dataset(
             bar.update(1)
             if on_sample is not None:
                 on_sample(result["index"])
-            if len(report.bad_files) == len(paths):
+            if report.no_usable_input:
                 break  # no usable image left: every further sample would fail the same way
     finally:
         results.close()
         bar.close()
         writer.close()
-    if report.written == 0 and not done and len(report.bad_files) == len(paths):
+    if report.written == 0 and not done and report.no_usable_input:
         if fresh:  # nothing usable was made: leave no half-made dataset behind
             store.remove_all()
         listed = "; ".join(list(report.bad_files.values())[:3]) + (" ..." if len(paths) > 3 else "")
@@ -134,6 +140,25 @@ def generate_dataset(
 RUN_KEYS = ("format", "n", "seed", "generator", "generator_config", "shard_size")  # what makes two runs the same
 
 
+def _leaf_differences(differences: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """Differences of nested settings (a generator's config) by their dotted keys, the differing
+    leaves only, so that a refusal names what changed rather than printing whole configs."""
+    out = []
+    for key, there, now in differences:
+        if isinstance(there, dict) and isinstance(now, dict):
+            nested = [(f"{key}.{name}", there.get(name), now.get(name)) for name in sorted(set(there) | set(now), key=str)
+                      if there.get(name) != now.get(name)]
+        elif isinstance(there, list) and isinstance(now, list) and len(there) == len(now):
+            # a mix's generators: each named by its own name where it has one
+            nested = [(f"{key}[{a.get('name', k) if isinstance(a, dict) else k}]", a, b)
+                      for k, (a, b) in enumerate(zip(there, now)) if a != b]
+        else:
+            out.append((key, there, now))
+            continue
+        out += _leaf_differences(nested)
+    return out
+
+
 def _check_same_run(out: Store, run: dict[str, Any]) -> None:
     """Refuse a folder that holds something else: no run of ours, or a run with other settings. The
     same settings with a larger ``n`` grow the dataset (sample ``i`` does not depend on ``n``)."""
@@ -145,7 +170,7 @@ def _check_same_run(out: Store, run: dict[str, Any]) -> None:
         return
     if [key for key, _, _ in differences] == ["n"] and isinstance(previous.get("n"), int) and run["n"] > previous["n"]:
         return  # growing: the samples already there are kept
-    listed = "; ".join(f"{key}: {there!r} there, {now!r} now" for key, there, now in differences)
+    listed = "; ".join(f"{key}: {there!r} there, {now!r} now" for key, there, now in _leaf_differences(differences))
     raise FileExistsError(
         f"output folder {out} holds a different run ({listed}); resume with the same options (a larger --n "
         f"grows it) or choose a new --out"

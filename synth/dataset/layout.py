@@ -44,6 +44,8 @@ def shards(root: str | Path | Store) -> list[str]:
 def dataset_format(root: str | Path | Store) -> str:
     """``hf`` or ``mvtec``; an error naming the folder when it is not a generated dataset."""
     store = as_store(root)
+    if not store.exists():
+        raise FileNotFoundError(f"{store} does not exist")
     if shards(store):
         return "hf"
     if store.exists(MANIFEST):
