@@ -119,7 +119,7 @@ def test_corrupt_input_file_is_reported_and_the_run_finishes(tmp_path, normals):
     report = generate_dataset(paths, mix(paths), 12, tmp_path / "out", seed=0, fmt="mvtec", progress=False)
     assert report.written == 12 and not report.failed
     assert list(report.bad_files) == [str(broken)]
-    assert "not a readable image" in report.bad_files[str(broken)]
+    assert report.bad_files[str(broken)] == f"{broken}: truncated PNG (the file ends before its last chunk)"
     info = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert str(broken) in info["skipped_files"] and info["complete"] is True
     sources = {json.loads(line)["source"] for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()}
