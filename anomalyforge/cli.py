@@ -135,6 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors import detector_class
+    from detectors.calibration import threshold_basis
     from detectors.run_folder import train_detector
     from synth.common.options import checked_options, parse_options
     from synth.dataset.layout import generated_input_folder, is_generated_dataset
@@ -165,8 +166,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     fusion = info.get("fusion", {}).get("chosen")
     weights = f"; head weight {fusion['map']:g} (map), {fusion['image']:g} (image score)" if fusion else ""
     calibration = info.get("calibration")
-    threshold = (f"; threshold {calibration['threshold']:.4g} (at most {calibration['target_fpr']:.1%} of "
-                 f"{calibration['n_normal']} held-out normals above it)") if calibration else "; no calibration (too few images)"
+    threshold = (f"; threshold {calibration['threshold']:.4g} ({threshold_basis(calibration)})" if calibration
+                 else "; no calibration (too few images)")
     print(f"trained {args.detector} on {info['n_normal']} normal images in {info['train_seconds']:.0f} s{skipped}{reference}{weights}"
           f"{threshold}; saved to {Path(args.out) / 'model'}")
     return 0

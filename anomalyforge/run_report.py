@@ -99,9 +99,11 @@ def _calibration_note(calibration: dict[str, Any] | None) -> str:
         return "<p>No decision threshold: too few normal images to hold some out for calibration.</p>"
     held = calibration.get("held_out_images")
     held_text = held if isinstance(held, str) else f"{len(held)} normal images held out of training"
-    text = (f"<p>Decision threshold <b>{calibration['threshold']:.4g}</b> on the image score: at most "
-            f"{calibration['target_fpr']:.1%} of {calibration['n_normal']} held-out normal images score above it "
-            f"({html.escape(held_text)}; {calibration['held_out_fpr']:.1%} do)")
+    from detectors.calibration import threshold_basis
+
+    text = (f"<p>Decision threshold <b>{calibration['threshold']:.4g}</b> on the image score: "
+            f"{html.escape(threshold_basis(calibration))} ({html.escape(held_text)}; {calibration['held_out_fpr']:.1%} "
+            "score above it)")
     if "synthetic_recall" in calibration:
         text += (f"; it flags {calibration['synthetic_recall']:.1%} of {calibration['n_synthetic_anomalies']} synthetic "
                  f"anomalies made on them. The F1-optimal alternative on the same data is {calibration['threshold_f1']:.4g}")

@@ -11,6 +11,7 @@ score share a scale.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -45,12 +46,31 @@ def calibrate(normal_scores: np.ndarray, anomaly_scores: np.ndarray, target_fpr:
         "normal_score_quantiles": {q: float(np.quantile(normal, float(q))) for q in ("0.5", "0.9", "0.99", "1.0")},
         "score_range": [low, high],
         "held_out_scores": {"normal": [round(float(v), 6) for v in normal], "synthetic": [round(float(v), 6) for v in anomalous]},
+        "normals_needed": normals_needed(target_fpr),
     }
+    record["threshold_basis"] = threshold_basis(record)
     if len(anomalous):
         record["synthetic_recall"] = float(np.mean(anomalous > threshold))
         f1_threshold, f1 = f1_optimal_threshold(normal, anomalous)
         record.update(threshold_f1=f1_threshold, f1_on_synthetic=f1)
     return record
+
+
+def normals_needed(target_fpr: float) -> int:
+    """Held-out normal images needed to resolve a false-reject rate of ``target_fpr`` (one image
+    above the threshold must be at most that share of them)."""
+    return math.ceil(1.0 / target_fpr - 1e-9)
+
+
+def threshold_basis(calibration: dict[str, Any]) -> str:
+    """What the threshold rests on, in a sentence: the target it meets, or, with too few held-out
+    normal images to resolve the target, that it is simply the highest of their scores."""
+    n, target = calibration["n_normal"], calibration["target_fpr"]
+    needed = calibration.get("normals_needed", normals_needed(target))
+    if n < needed:
+        return (f"the highest score of the {n} held-out normal images: too few to resolve a {target:.1%} "
+                f"false-reject target, which needs at least {needed}")
+    return f"at most {target:.1%} of {n} held-out normal images score above it"
 
 
 def f1_optimal_threshold(normal: np.ndarray, anomalous: np.ndarray) -> tuple[float, float]:

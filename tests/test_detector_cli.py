@@ -130,6 +130,19 @@ def test_calibrate_puts_the_threshold_between_normal_and_synthetic_scores():
     assert normalize(np.array([-1e9, 1e9]), record["threshold"], record["score_range"]).tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="target_fpr"):
         calibrate(normal, anomalous, target_fpr=0.0)
+    assert record["threshold_basis"] == "at most 5.0% of 200 held-out normal images score above it"
+
+
+def test_a_threshold_on_too_few_held_out_normals_says_so():
+    from anomalyforge.run_report import _calibration_note
+    from detectors.calibration import calibrate
+
+    few = calibrate(np.array([1.0, 1.2, 0.9, 1.1, 1.05, 0.95]), np.array([3.0]), target_fpr=0.01)
+    assert few["threshold"] == 1.2 and few["normals_needed"] == 100
+    assert few["threshold_basis"] == ("the highest score of the 6 held-out normal images: too few to resolve a 1.0% "
+                                      "false-reject target, which needs at least 100")
+    assert "too few to resolve a 1.0%" in _calibration_note({**few, "held_out_images": ["a.png"] * 6})
+    assert calibrate(np.linspace(0, 1, 100), np.array([3.0]), target_fpr=0.01)["threshold_basis"].startswith("at most 1.0% of 100")
 
 
 def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp_path, capsys):
@@ -141,7 +154,7 @@ def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp
     # tiled: the backbone runs in 32 px windows overlapping by 16 (3 x 3 over a 64 px input), the reference too
     assert main(["train", "--data", str(category), "--synth", "draem,cutpaste", "--out", str(run), "--quiet",
                  "--target-fpr", "0.05", *TINY, "tile_size=32", "tile_overlap=16", "stages=[2,4]"]) == 0
-    assert "threshold" in capsys.readouterr().out
+    assert "held-out normal images: too few to resolve a 5.0% false-reject target" in capsys.readouterr().out
     calibration = json.loads((run / "train.json").read_text())["calibration"]
     assert calibration["target_fpr"] == 0.05 and calibration["n_normal"] >= 2 and calibration["n_synthetic_anomalies"] > 0
     assert calibration["normal_score_quantiles"]["0.5"] <= calibration["threshold"]
