@@ -154,6 +154,7 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
 def write_run_report(ctx: RunContext) -> Path:
     """Write ``report/index.html`` for the run folder of ``ctx``."""
     from curate.curation_job import drawn_threshold
+    from curate.report import EAP_SCALE
     from curate.dataset_scores import load_scores
     from curate.report import eap_histogram
 
@@ -237,8 +238,7 @@ def write_run_report(ctx: RunContext) -> Path:
         reasons = [[html.escape(k), v] for k, v in sorted(curated["dropped_by_reason"].items())]
         parts += [
             "<h2>EAP curation</h2>",
-            "<p>Expected Anomaly Posterior: high when a detector fitted on the normal images surely calls the sample "
-            "anomalous while it stays near the normal data.</p>",
+            f"<p>Expected Anomaly Posterior (EAP): {html.escape(EAP_SCALE)}</p>",
             _table(rows, ["generator", "samples", "mean EAP", "median EAP", "kept"]),
             "<img src='eap_hist.png' alt='EAP histograms per generator'>",
             f"<p>Kept {curated['kept']} of {curated['kept'] + curated['dropped']} samples in "

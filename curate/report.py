@@ -16,6 +16,18 @@ from synth.dataset.reader import read_generated
 from .selection import Candidate, Selection
 
 
+# What an EAP value means, for the reports (the README says the same in its own words)
+EAP_SCALE = (
+    "EAP runs from about 0.01 to about 0.5, not to 1: a sample as densely surrounded by normal patches as a "
+    "typical normal one weighs as much as the whole prior, so even a certain anomaly gets (0.01 + 1) / 2, "
+    "about 0.505. Near 0.5: a detector fitted on the normal images surely calls the sample anomalous, and it "
+    "lies on the normal data's support. Near 0.01, the prior: the detector finds it normal, or it lies off "
+    "the support (an anomaly the line would never show). Among samples at the ceiling the ranking follows "
+    "their density. The cut keeps the best-ranked share (--top, 0.5 in recipes) or those at or above "
+    "--threshold; with most samples at the ceiling, a threshold just under 0.5 keeps them all."
+)
+
+
 def eap_histogram(candidates: list[Candidate], path: str | Path, threshold: float | None = None) -> Path:
     """One EAP histogram per generator (shared bins over [0, 1])."""
     import matplotlib
@@ -90,8 +102,8 @@ def write_report(
         "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#eee}img{max-width:100%}</style>",
         "</head><body>", f"<h1>{html.escape(title)}</h1>",
-        f"<p>Dataset: <code>{html.escape(str(dataset))}</code>. Higher EAP: a detector fitted on the normal images "
-        "surely calls the sample anomalous while it stays near the normal data (Expected Anomaly Posterior).</p>",
+        f"<p>Dataset: <code>{html.escape(str(dataset))}</code>. Expected Anomaly Posterior (EAP): "
+        f"{html.escape(EAP_SCALE)}</p>",
         "<h2>EAP per generator</h2>",
         html_table(rows, ["generator", "samples", "scored", "mean", "q25", "median", "q75"]),
         "<img src='eap_hist.png' alt='EAP histograms per generator'>",

@@ -327,3 +327,22 @@ def test_card_license_metadata_is_a_hub_id_or_other():
 
     assert hub_license("CC-BY-4.0") == "cc-by-4.0" and hub_license(" MIT ") == "mit"
     assert hub_license("free for research use; cite the paper") == "other" and hub_license(None) == "other"
+
+
+def test_the_reports_and_the_readme_say_what_eap_values_mean(tmp_path):
+    """EAP tops out near 0.5: the README and the curation report say so, and how the cut is made."""
+    from curate.posterior import ExpectedAnomalyPosterior
+    from curate.report import EAP_SCALE, write_report
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "EAP runs from about 0.01 to about 0.5, not to 1" in readme and "`--threshold`" in readme
+    assert "about 0.505" in EAP_SCALE and "--top" in EAP_SCALE
+    paths = write_images(tmp_path / "normal", NORMALS[:3], "n")
+    generate_dataset(paths, build_generator("cutpaste"), 2, tmp_path / "data", progress=False)
+    page = write_report(tmp_path / "data", [], {"all": {"count": 0, "scored": 0}, "by_generator": {}}, tmp_path / "report")
+    assert "EAP runs from about 0.01 to about 0.5" in Path(page).read_text()
+    # the ceiling the text states: a certain anomaly as dense as a typical normal scores about 0.505
+    rng = np.random.default_rng(0)
+    normals = rng.normal(size=(400, 8))
+    eap = ExpectedAnomalyPosterior(n_subsets=20, seed=0).fit(normals).posterior(normals[:50] * 3)
+    assert 0.45 < float(np.max(eap)) <= 0.51
