@@ -116,7 +116,7 @@ def predict_paths(
     files are named, skipped and listed; the rest is written."""
     from tqdm.auto import tqdm
 
-    from synth.common.pictures import heatmap_overlay
+    from synth.common.pictures import captioned_heatmap
     from synth.common.png import encode_png
 
     store = as_store(out)
@@ -144,7 +144,9 @@ def predict_paths(
                 full = cv2.resize(score_map, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
                 picture = name.with_suffix(".png").as_posix()
                 if maps:
-                    store.write_atomic(f"overlays/{picture}", encode_png(heatmap_overlay(image, full, vmin=vmin, vmax=vmax)))
+                    caption = (f"{name.as_posix()}: {'ANOMALOUS' if anomalous else 'good'}; score {float(score):.4g} "
+                               f"(threshold {cut:.4g}), normalised {float(norm):.2f} (0.5 = threshold)")
+                    store.write_atomic(f"overlays/{picture}", encode_png(captioned_heatmap(image, full, caption, vmin, vmax)))
                 if masks:
                     store.write_atomic(f"masks/{picture}", encode_png(((full > cut) * 255).astype(np.uint8)))
             bar.update(len(batch))

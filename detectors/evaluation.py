@@ -158,17 +158,29 @@ def write_overlays(
         outline = mask_overlay(image, mask, fill=False)
         heat = heatmap_overlay(image, prediction.maps[i], vmin=vmin, vmax=vmax)
         save_png(out / f"{test.defects[i]}_{Path(test.paths[i]).stem}.png", np.concatenate([outline, heat], axis=1))
-        above = 100.0 * np.searchsorted(good_scores, score) / max(1, len(good_scores))
-        caption = f"{why} {test.defects[i]}: {score:.3g}, above {above:.0f}% of good"
+        share = _share_of_good(np.searchsorted(good_scores, score), len(good_scores))
+        caption = f"{why} {test.defects[i]}: score {score:.3g}, {share}"
         if detector is not None and detector.calibration:
             verdict = "flagged" if score > detector.threshold() else "passed"
-            caption = f"{why} {test.defects[i]}: {float(detector.normalize(np.array([score]))[0]):.2f} {verdict}, >{above:.0f}% good"
+            normalized = float(detector.normalize(np.array([score]))[0])
+            caption = f"{why} {test.defects[i]}: {verdict}, score {normalized:.2f} (0.5 = threshold), {share}"
         panels.append(([outline, heat, _zoom(outline, mask, prediction.maps[i])], caption))
     sheet = contact_sheet(panels, columns=2, tile=200)
     bar = colour_bar(min(sheet.shape[1], 600), vmin, vmax, "anomaly map (same scale on every image)")
     footer = np.full((bar.shape[0], sheet.shape[1], 3), 255, np.uint8)
     footer[:, : bar.shape[1]] = bar
     return save_png(out.parent / "overlays.png", np.concatenate([sheet, footer], axis=0))
+
+
+def _share_of_good(below: int, n_good: int) -> str:
+    """Where a score stands among the good test images', in words."""
+    if n_good == 0:
+        return "no good images to compare"
+    if below >= n_good:
+        return "above every good image"
+    if below == 0:
+        return "below every good image"
+    return f"above {100.0 * below / n_good:.0f}% of good images"
 
 
 def evaluate(

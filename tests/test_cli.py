@@ -181,3 +181,22 @@ def test_messages_say_the_problem_once_in_our_words(tmp_path, capfd):
     # a misspelt option gets a suggestion
     assert main(["train", "--data", str(good), "--out", str(tmp_path / "run"), "--quiet", "--set", "epoch=3"]) == 2
     assert "did you mean 'epochs'?" in capfd.readouterr().err
+
+
+def test_a_predict_picture_explains_itself():
+    """Caption, the image in its own colours beside its heat map, and the map's colour scale."""
+    from synth.common.pictures import captioned_heatmap
+
+    image = np.zeros((60, 90, 3), np.uint8)
+    image[:] = (230, 200, 20)  # a yellow part: a heat map blended over it would turn it grey
+    scores = np.zeros((60, 90), np.float32)
+    scores[20:30, 40:50] = 5.0
+    picture = captioned_heatmap(image, scores, "part.png: ANOMALOUS; score 3.1 (threshold 2.0), normalised 0.8", 0.0, 5.0)
+    rows = [y for y in range(picture.shape[0]) if (picture[y, :90] == (230, 200, 20)).all()]
+    assert len(rows) == 60 and rows == list(range(rows[0], rows[0] + 60))  # the image untouched, left
+    top, bottom = picture[: rows[0]], picture[rows[-1] + 1 :]
+    assert (top < 128).any()  # the caption's text
+    heat = picture[rows[0] : rows[-1] + 1, 94:184]
+    assert not (heat == (230, 200, 20)).all(axis=2).any()  # the overlay beside it
+    bar = bottom[6]  # the colour scale: blue to red
+    assert bar[10, 2] > 100 and bar[-20, 0] > 100 and len({tuple(c) for c in bar}) > 50

@@ -183,7 +183,8 @@ def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp
     summary = json.loads((out / "predictions.json").read_text())
     assert list(summary["skipped_files"]) == [str(inbox / "broken.png")] and summary["threshold_source"] == "calibrated"
     assert cv2.imread(str(out / "masks" / "line2" / "b.png"), cv2.IMREAD_GRAYSCALE).shape == (72, 96)  # its own size
-    assert cv2.imread(str(out / "overlays" / "line2" / "c.png")).shape[:2] == (80, 80)
+    overlay = cv2.imread(str(out / "overlays" / "line2" / "c.png"))  # caption, image | heat map, colour bar
+    assert overlay.shape[1] >= 2 * 80 and overlay.shape[0] > 80 + 40
     # the same inbox read from an fsspec store, the outputs written to one
     import fsspec
 

@@ -73,3 +73,12 @@ def test_a_split_without_defects_says_what_is_missing():
         check_test_set(_test_set([0, 0, 0]))
     with pytest.raises(ValueError, match="only defect images .* a test/good/ folder"):
         check_test_set(_test_set([1, 1]))
+
+
+def test_sheet_captions_read_as_words():
+    from detectors.evaluation import _share_of_good
+
+    assert _share_of_good(6, 6) == "above every good image"
+    assert _share_of_good(0, 6) == "below every good image"
+    assert _share_of_good(5, 6) == "above 83% of good images"
+    assert _share_of_good(0, 0) == "no good images to compare"

@@ -52,6 +52,37 @@ def colour_bar(width: int, low: float, high: float, label: str = "anomaly score"
     return bar
 
 
+def captioned_heatmap(
+    image: np.ndarray, scores: np.ndarray, caption: str, vmin: float, vmax: float, label: str = "anomaly map"
+) -> np.ndarray:
+    """One inspected image as a person reads it: a caption above, the image in its own colours beside
+    its heat-map overlay, and the colour scale of the map below."""
+    rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    heat = heatmap_overlay(rgb, scores, vmin=vmin, vmax=vmax)
+    gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
+    pair = np.concatenate([rgb, gap, heat], axis=1)
+    width = max(pair.shape[1], 240)  # room for the caption and the scale's numbers on small images
+    scale = min(0.5, max(0.3, width / 900))
+    lines = _wrap(caption, max(10, int(width / (scale * 19))))
+    header = np.full((8 + 16 * len(lines), width, 3), 255, np.uint8)
+    for k, line in enumerate(lines):
+        cv2.putText(header, line, (4, 16 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    body = np.full((pair.shape[0], width, 3), 255, np.uint8)
+    body[:, : pair.shape[1]] = pair
+    return np.concatenate([header, body, colour_bar(width, vmin, vmax, label)], axis=0)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + [line] if line else lines
+
+
 def fit_tile(image: np.ndarray, size: int) -> np.ndarray:
     """Letterbox an image into a size x size tile, keeping its aspect ratio."""
     rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
