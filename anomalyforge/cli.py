@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -62,11 +63,11 @@ def generator_options(args: argparse.Namespace) -> dict[str, dict]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from synth import ImageFiles, build_generator, normal_image_paths
-    from synth.common.readers import normal_images_folder
+    from synth.common.storage import as_location
     from synth.dataset.generation import generate_dataset
 
     paths = normal_image_paths(args.input)
-    root = normal_images_folder(args.input)
+    root = as_location(args.input)  # sources are recorded relative to the folder given (train/good/x.png)
     options = generator_options(args)
     uses_diffusion = args.generator == "diffusion" or (args.generator == "mix" and (args.weights or {}).get("diffusion", 0) > 0)
     if uses_diffusion and not args.model:
@@ -621,8 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_PROGRESS_INTERVAL_S = 30  # progress bars written to a log (not a terminal): one line at most this often
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not sys.stderr.isatty():  # read by tqdm when the commands first import it
+        os.environ.setdefault("TQDM_MININTERVAL", str(LOG_PROGRESS_INTERVAL_S))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

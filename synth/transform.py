@@ -15,13 +15,19 @@ class AnomalyTransform(A.DualTransform):
 
     The generator draws from the transform's own random generator, so ``Compose(..., seed=s)``
     makes the pipeline reproducible. The ``mask`` target is replaced by the anomaly mask (float32,
-    HxW); the drawn :class:`~synth.Sample` (label, parameters) is in ``get_applied_params()``
-    and, with ``Compose(save_applied_params=True)``, in the result's ``applied_transforms``.
+    HxW) and a ``label`` target, when the call passes one (``pipeline(image=..., mask=...,
+    label=0)``), by the sample's label (0 unchanged, >0 anomalous); the drawn
+    :class:`~synth.Sample`'s parameters are in ``get_applied_params()`` and, with
+    ``Compose(save_applied_params=True)``, in the result's ``applied_transforms``.
     """
 
     def __init__(self, generator: AnomalyGenerator, p: float = 1.0) -> None:
         super().__init__(p=p)
         self.generator = generator
+
+    @property
+    def targets(self) -> dict[str, Any]:
+        return {**super().targets, "label": self.apply_to_label}
 
     @property
     def targets_as_params(self) -> list[str]:
@@ -35,6 +41,9 @@ class AnomalyTransform(A.DualTransform):
 
     def apply_to_mask(self, mask: np.ndarray, sample: Sample, **params: Any) -> np.ndarray:
         return sample.mask
+
+    def apply_to_label(self, label: Any, sample: Sample, **params: Any) -> int:
+        return sample.label
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("generator",)

@@ -200,3 +200,19 @@ def test_a_predict_picture_explains_itself():
     assert not (heat == (230, 200, 20)).all(axis=2).any()  # the overlay beside it
     bar = bottom[6]  # the colour scale: blue to red
     assert bar[10, 2] > 100 and bar[-20, 0] > 100 and len({tuple(c) for c in bar}) > 50
+
+
+def test_progress_bars_in_a_log_update_rarely(tmp_path):
+    """Redirected to a file (not a terminal), a long command's bars write a line now and then, not
+    a refresh every tenth of a second."""
+    import os
+
+    for k in range(4):
+        write_rgb(tmp_path / "in" / f"n{k}.png", textured(64, 64, seed=k))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TQDM_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "anomalyforge.cli", "generate", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+         "--generator", "draem", "--n", "300"], capture_output=True, text=True, env=env, check=True,
+    )
+    refreshes = done.stderr.count("\r") + done.stderr.count("\n")
+    assert "300/300" in done.stderr and refreshes <= 4, done.stderr[-500:]

@@ -89,7 +89,15 @@ def test_train_on_a_generated_dataset(category, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(generated), "--out", str(run), "--no-reference", "--quiet", *TINY]) == 0
     info = json.loads((run / "train.json").read_text())
-    assert info["n_ready_anomalies"] == 12 and Path(info["data"]) == category / "train" / "good"
+    assert info["n_ready_anomalies"] == 12 and Path(info["data"]) == category
+    # sources relative to the folder given, and each anomaly traced back to its normal image
+    sources = [json.loads(line)["source"] for line in (generated / "manifest.jsonl").read_text().splitlines()]
+    assert all(source.startswith("train/good/") for source in sources)
+    from detectors.data import load_generated_anomalies, load_normals
+
+    normals = load_normals(category, load_detector(run).size_rule)
+    anomalies = load_generated_anomalies(generated, normals.shape, normal_paths=normals.paths)
+    assert all(a.source is not None for a in anomalies)
     assert info["config"]["synth"] == "none"
     assert not (run / "reference").exists()
 

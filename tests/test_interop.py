@@ -30,6 +30,11 @@ def test_transform_reports_the_drawn_sample():
     result = pipeline(image=textured(48, 48), mask=np.zeros((48, 48), np.float32))
     sample = transform.get_applied_params()["sample"]
     assert sample.generator == "draem" and np.array_equal(sample.mask, result["mask"])
+    # the label comes back as a target when the call passes one: 0 unchanged, >0 anomalous
+    three_way = A.Compose([AnomalyTransform(CutPaste("3way"))], seed=0)
+    labels = {three_way(image=textured(48, 48), mask=np.zeros((48, 48), np.float32), label=-1)["label"] for _ in range(30)}
+    assert labels == {0, 1, 2}
+    assert "label" not in pipeline(image=textured(48, 48), mask=np.zeros((48, 48), np.float32))
 
 
 def test_torch_dataset_is_deterministic_across_workers_and_changes_per_epoch():
