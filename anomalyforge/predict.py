@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
+import os
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -20,6 +24,7 @@ from synth.common.storage import Store, as_store, check_output_folder, is_url
 
 PREDICTIONS = "predictions.csv"
 SUMMARY = "predictions.json"
+PARTIAL = "predictions.partial.csv"  # rows written as images are scored, for a resume
 COLUMNS = ("path", "score", "normalized_score", "anomalous")
 
 
@@ -99,6 +104,43 @@ def _batches(files: list[tuple[Path | str, Path]], size: int, skipped: dict[str,
         yield batch
 
 
+def _csv_bytes(rows: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _rows_done(store: Store, settings: dict[str, Any]) -> dict[str, list[str]]:
+    """The rows an interrupted run with the same settings finished (its last, torn line dropped);
+    none when the folder holds a finished run or one made with other settings (it is redone)."""
+    summary = json.loads(store.read_bytes(SUMMARY))
+    if summary.get("complete") is not False or summary.get("settings") != settings or not store.exists(PARTIAL):
+        return {}
+    text = store.read_bytes(PARTIAL).decode("utf-8")
+    complete = text[: text.rfind("\n") + 1]
+    return {row[0]: row for row in csv.reader(io.StringIO(complete)) if len(row) == len(COLUMNS)}
+
+
+@contextmanager
+def _partial_rows(store: Store, resume: bool) -> Iterator[tuple[Any, Path]]:
+    """The file the rows go to as images are scored: in the output folder when it is local, so that
+    an interrupted run resumes from it; elsewhere a local temporary file."""
+    if store.local is not None:
+        partial = Path(store.path(PARTIAL))
+        partial.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        handle, name = tempfile.mkstemp(prefix=".tmp-predictions-", suffix=".csv")
+        os.close(handle)
+        partial = Path(name)
+    with open(partial, "a" if resume else "w", newline="", encoding="utf-8") as handle:
+        try:
+            yield handle, partial
+        finally:
+            if store.local is None:
+                handle.close()
+                partial.unlink(missing_ok=True)
+
+
 def predict_paths(
     detector: Any,
     inputs: Sequence[str | Path],
@@ -122,25 +164,25 @@ def predict_paths(
     store = as_store(out)
     files = input_files(inputs)
     cut = detector.threshold(threshold)
-    check_output_folder(store, SUMMARY, "prediction run")
-    store.write_atomic(SUMMARY, b'{"complete": false}\n')  # marks the folder as ours from the start
+    settings = json.loads(json.dumps({"detector": detector.kind, "config": detector.get_config(), "threshold": cut,
+                                      "maps": maps, "masks": masks}, default=str))
+    earlier = check_output_folder(store, SUMMARY, "prediction run")
+    done = _rows_done(store, settings) if earlier else {}
+    store.write_atomic(SUMMARY, (json.dumps({"complete": False, "settings": settings}) + "\n").encode())
     calibration = detector.calibration or {}
     low, high = calibration.get("score_range", (cut - 1.0, cut + 1.0))
     vmin, vmax = float(low), float(max(high, cut + 1e-6))  # one colour scale for every overlay
     report = PredictReport(store.where, threshold=cut)
+    todo = [(path, name) for path, name in files if str(path) not in done]
     start = time.perf_counter()
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
-    with store.staged(PREDICTIONS) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+    bar = tqdm(total=len(files), initial=len(files) - len(todo), desc="predict", unit="img", disable=not progress)
+    with _partial_rows(store, resume=bool(done)) as (handle, partial):
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for batch in _batches(files, batch_size or detector.batch_size, report.skipped):
+        for batch in _batches(todo, batch_size or detector.batch_size, report.skipped):
             prediction = detector.predict([image for _, _, image in batch])
             normalized = detector.normalize(prediction.scores, cut)
             for (path, name, image), score, norm, score_map in zip(batch, prediction.scores, normalized, prediction.maps):
                 anomalous = bool(score > cut)
-                writer.writerow([str(path), f"{float(score):.6g}", f"{float(norm):.6g}", str(anomalous).lower()])
-                report.n_images += 1
-                report.n_anomalous += anomalous
                 full = cv2.resize(score_map, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
                 picture = name.with_suffix(".png").as_posix()
                 if maps:
@@ -149,9 +191,18 @@ def predict_paths(
                     store.write_atomic(f"overlays/{picture}", encode_png(captioned_heatmap(image, full, caption, vmin, vmax)))
                 if masks:
                     store.write_atomic(f"masks/{picture}", encode_png(((full > cut) * 255).astype(np.uint8)))
+                row = [str(path), f"{float(score):.6g}", f"{float(norm):.6g}", str(anomalous).lower()]
+                writer.writerow(row)  # after its pictures: a row on disk is a finished image
+                done[str(path)] = row
+            handle.flush()  # what an interruption keeps
             bar.update(len(batch))
         bar.update(len(files) - bar.n)
-    bar.close()
+        bar.close()
+        rows = [done[str(path)] for path, _ in files if str(path) in done]  # the inputs' order, resumed or not
+        store.write_atomic(PREDICTIONS, _csv_bytes([list(COLUMNS), *rows]))
+        partial.unlink(missing_ok=True)
+    report.n_images = len(rows)
+    report.n_anomalous = sum(row[3] == "true" for row in rows)
     if progress:
         for error in report.skipped.values():
             tqdm.write(f"skipped unreadable image: {error}")
@@ -159,8 +210,9 @@ def predict_paths(
     summary = {
         "complete": True, "detector": detector.kind, "threshold": cut, "threshold_source": "given" if threshold is not None else "calibrated",
         "n_images": report.n_images, "n_anomalous": report.n_anomalous, "skipped_files": report.skipped,
-        "seconds": round(report.seconds, 2), "images_per_second": round(report.images_per_second, 2),
-        "overlay_scale": [vmin, vmax] if maps else None,
+        "resumed_images": len(files) - len(todo), "seconds": round(report.seconds, 2),
+        "images_per_second": round(report.images_per_second, 2), "overlay_scale": [vmin, vmax] if maps else None,
+        "settings": settings,
     }
     store.write_atomic(SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     return report

@@ -255,3 +255,47 @@ def test_train_calibrates_predict_scores_a_folder_and_onnx_matches(category, tmp
     assert load_detector(draem).calibration is not None  # held out for it: calibrated like the others
     assert main(["export", "--model", str(draem), "--out", str(tmp_path / "draem.onnx")]) == 2
     assert "cannot be exported to ONNX yet" in capsys.readouterr().err
+
+
+def test_an_interrupted_predict_resumes_where_it_stopped(tmp_path):
+    """Rows on disk are finished images: a rerun with the same settings scores only the rest, and the
+    outputs equal an uninterrupted run's; other settings start over."""
+    from anomalyforge.predict import predict_paths
+    from detectors import PatchKNN
+
+    detector = PatchKNN(image_size=64, pretrained=False).fit([smooth(k, 64) for k in range(4)], progress=False)
+    from detectors.calibration import calibrate
+
+    detector.state_["calibration"] = calibrate(detector.predict([smooth(9, 64), smooth(10, 64)]).scores, np.zeros(0))
+    inbox = tmp_path / "inbox"
+    for k in range(5):
+        write_rgb(inbox / f"p{k}.png", smooth(20 + k, 64))
+    whole = tmp_path / "whole"
+    predict_paths(detector, [inbox], whole, batch_size=2, progress=False)
+
+    scored = []
+    real_predict = detector.predict
+
+    def interrupted(images, **kwargs):
+        if len(scored) >= 2:
+            raise KeyboardInterrupt
+        scored.extend(images)
+        return real_predict(images, **kwargs)
+
+    out = tmp_path / "out"
+    detector.predict = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        predict_paths(detector, [inbox], out, batch_size=2, progress=False)
+    assert json.loads((out / "predictions.json").read_text())["complete"] is False
+    assert not (out / "predictions.csv").exists() and (out / "predictions.partial.csv").is_file()
+    counted = []
+    detector.predict = lambda images, **kwargs: counted.extend(images) or real_predict(images, **kwargs)
+    report = predict_paths(detector, [inbox], out, batch_size=2, progress=False)
+    assert len(counted) == 3 and report.n_images == 5  # the first batch of two was not scored again
+    assert (out / "predictions.csv").read_bytes() == (whole / "predictions.csv").read_bytes()
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(p.name for p in (whole / "overlays").iterdir())
+    assert json.loads((out / "predictions.json").read_text())["resumed_images"] == 2
+    assert not (out / "predictions.partial.csv").exists()
+    counted.clear()
+    predict_paths(detector, [inbox], out, batch_size=2, threshold=123.0, progress=False)  # other settings: all again
+    assert len(counted) == 5
