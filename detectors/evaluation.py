@@ -163,10 +163,12 @@ def write_overlays(
         if detector is not None and detector.calibration:
             verdict = "flagged" if score > detector.threshold() else "passed"
             normalized = float(detector.normalize(np.array([score]))[0])
-            caption = f"{why} {test.defects[i]}: {verdict}, score {normalized:.2f} (0.5 = threshold), {share}"
+            caption = f"{why} {test.defects[i]}: {verdict} at {normalized:.2f}, {share}"
         panels.append(([outline, heat, _zoom(outline, mask, prediction.maps[i])], caption))
     sheet = contact_sheet(panels, columns=2, tile=200)
-    bar = colour_bar(min(sheet.shape[1], 600), vmin, vmax, "anomaly map (same scale on every image)")
+    calibrated = detector is not None and bool(detector.calibration)
+    label = "anomaly map, same scale on every image" + ("; captions: normalised score, 0.5 = threshold" if calibrated else "")
+    bar = colour_bar(min(sheet.shape[1], 600 if not calibrated else 900), vmin, vmax, label)
     footer = np.full((bar.shape[0], sheet.shape[1], 3), 255, np.uint8)
     footer[:, : bar.shape[1]] = bar
     return save_png(out.parent / "overlays.png", np.concatenate([sheet, footer], axis=0))
