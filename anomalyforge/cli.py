@@ -137,6 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors import detector_class
     from detectors.calibration import threshold_basis
+    from detectors.hybrid import describe_fusion
     from detectors.run_folder import train_detector
     from synth.common.options import checked_options, parse_options
     from synth.dataset.layout import generated_input_folder, is_generated_dataset
@@ -164,8 +165,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     skipped = f"; {len(info['skipped_files'])} unusable files skipped (unreadable or too small)" if info["skipped_files"] else ""
     reference = f"; kNN reference in {info['reference_train_seconds']:.0f} s" if "reference_train_seconds" in info else ""
-    fusion = info.get("fusion", {}).get("chosen")
-    weights = f"; head weight {fusion['map']:g} (map), {fusion['image']:g} (image score)" if fusion else ""
+    fusion = describe_fusion(info.get("fusion"))
+    weights = f"; {fusion}" if fusion else ""
     calibration = info.get("calibration")
     threshold = (f"; threshold {calibration['threshold']:.4g} ({threshold_basis(calibration)})" if calibration
                  else "; no calibration (too few images)")

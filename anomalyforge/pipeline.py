@@ -226,6 +226,7 @@ def step_train(ctx: RunContext) -> dict[str, Any]:
     return {"checkpoint": str(ctx.root / "detector" / "model"), "n_normal": info["n_normal"],
             "n_anomalies": info["n_ready_anomalies"], "train_seconds": info["train_seconds"],
             "reference_train_seconds": info.get("reference_train_seconds"), "calibration": info.get("calibration"),
+            "fusion": info.get("fusion"),
             "reference": str(ctx.root / "detector" / "reference") if "reference" in info else None}
 
 

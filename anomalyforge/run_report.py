@@ -261,6 +261,10 @@ def write_run_report(ctx: RunContext) -> Path:
             + ".</p>",
             _calibration_note(trained.get("calibration")),
         ]
+        if trained.get("fusion"):
+            from detectors.hybrid import describe_fusion
+
+            parts.append(f"<p>Fusion: {html.escape(describe_fusion(trained['fusion']))}.</p>")
 
     if ctx.outputs("evaluate"):
         metrics = json.loads((ctx.root / "metrics.json").read_text())

@@ -92,6 +92,20 @@ def choose_weight(weights: Sequence[float], values: Sequence[float], gain_share:
     return float(weights[np.argmax(values >= target - 1e-9)])
 
 
+def describe_fusion(fusion: dict[str, Any] | None) -> str:
+    """The chosen head weights and what they mean, in a sentence for ``train``'s output and reports."""
+    chosen = (fusion or {}).get("chosen")
+    if not chosen:
+        return ""
+    w_map, w_image = float(chosen["map"]), float(chosen["image"])
+    if w_map == 0 and w_image == 0:
+        return ("head weights 0 (map) and 0 (image score): the synthetic anomalies did not improve on the normal memory "
+                "for this data, so the detector scores as a normal-only kNN memory does")
+    how = "chosen on held-out normals and synthetic anomalies" if fusion.get("method") == "leave-one-generator-out" else "fixed"
+    return (f"head weight {w_map:g} in the map and {w_image:g} in the image score ({how}; 0: the normal memory alone, "
+            "higher: the head trained on synthetic anomalies counts more)")
+
+
 def mean_and_spread(values: torch.Tensor) -> torch.Tensor:
     """The standardisation of a score map on held-out normal images: its mean and spread."""
     return torch.stack([values.mean(), values.std().clamp_min(1e-6)])

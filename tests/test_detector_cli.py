@@ -46,7 +46,9 @@ def test_train_then_evaluate(category, tmp_path, capsys):
         assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask, written  # readable by a service account
     assert load_detector(run).kind == "hybrid"  # a run folder loads like its model/ folder
     assert f"kNN reference in {info['reference_train_seconds']:.0f} s" in out
-    assert f"head weight {info['fusion']['chosen']['map']:g} (map)" in out
+    from detectors.hybrid import describe_fusion
+
+    assert describe_fusion(info["fusion"]) in out
     assert (run / "model" / "model.safetensors").is_file() and (run / "reference" / "config.json").is_file()
 
     assert main(["evaluate", "--model", str(run), "--data", str(category), "--overlays", "4", "--quiet"]) == 0
@@ -299,3 +301,15 @@ def test_an_interrupted_predict_resumes_where_it_stopped(tmp_path):
     counted.clear()
     predict_paths(detector, [inbox], out, batch_size=2, threshold=123.0, progress=False)  # other settings: all again
     assert len(counted) == 5
+
+
+def test_train_says_what_the_fusion_weights_mean():
+    from detectors.hybrid import describe_fusion
+
+    memory_only = describe_fusion({"method": "leave-one-generator-out", "chosen": {"map": 0.0, "image": 0.0}})
+    assert "did not improve on the normal memory for this data" in memory_only and "kNN" in memory_only
+    mixed = describe_fusion({"method": "leave-one-generator-out", "chosen": {"map": 1.0, "image": 0.25}})
+    assert mixed.startswith("head weight 1 in the map and 0.25 in the image score (chosen on held-out normals")
+    assert "fixed" in describe_fusion({"method": "fixed", "chosen": {"map": 1.0, "image": 1.0}})
+    assert describe_fusion(None) == ""
+

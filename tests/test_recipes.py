@@ -184,6 +184,7 @@ def test_tiny_recipe_runs_end_to_end_then_skips_finished_steps(recipe_file, tmp_
     assert {"samples_cutpaste.png", "samples_draem.png", "eap_hist.png", "overlays.png"} <= set(pictures)
     assert all((out / "report" / p).is_file() for p in pictures)
     assert "normal images only" in page and "real test split" in page
+    assert "Fusion: head weight" in page and "0: the normal memory alone" in page  # the chosen weights, explained
     model = out / "detector" / "model" / "model.safetensors"
     stamp = model.stat().st_mtime_ns
 
