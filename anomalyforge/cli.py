@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from synth.common.threads import use_threads
+
 from . import __version__
 
 AUTO = "auto"
@@ -170,7 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     calibration = info.get("calibration")
     threshold = (f"; threshold {calibration['threshold']:.4g} ({threshold_basis(calibration)})" if calibration
                  else "; no calibration (too few images)")
-    print(f"trained {args.detector} on {info['n_normal']} normal images in {info['train_seconds']:.0f} s{skipped}{reference}{weights}"
+    print(f"trained {args.detector} on {info['n_normal']} normal images in {info['train_seconds']:.0f} s on "
+          f"{args.threads_used} threads{skipped}{reference}{weights}"
           f"{threshold}; saved to {Path(args.out) / 'model'}")
     return 0
 
@@ -240,10 +243,17 @@ def _scorer(args: argparse.Namespace):
     return EAPScorer(**options)
 
 
-def _device_and_quiet(parser: argparse.ArgumentParser, device: str | None = "what accelerate finds") -> None:
-    """``--device`` (with the default it falls back to; None: no such option) and ``--quiet``."""
+def _device_and_quiet(
+    parser: argparse.ArgumentParser, device: str | None = "what accelerate finds", threads: bool = True
+) -> None:
+    """``--device`` (with the default it falls back to; None: no such option), ``--threads`` (for the
+    commands that compute in this process) and ``--quiet``."""
     if device is not None:
         parser.add_argument("--device", default=None, help=f"cpu, cuda, ... (default: {device})")
+    if threads:
+        parser.add_argument("--threads", type=_positive, default=None,
+                            help="CPU threads for torch and BLAS (default: OMP_NUM_THREADS when set, else the CPUs "
+                                 "this process may use that other processes do not keep busy at the start)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -365,6 +375,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .recipe import dump_recipe, load_recipe
 
     recipe = load_recipe(args.recipe, args.set)
+    if args.threads is None and recipe["threads"] is not None:
+        args.threads_used = use_threads(recipe["threads"])
     out = Path(args.out) if args.out else Path("runs") / recipe["name"]
     if args.check:
         earlier = check_output_folder(out, MANIFEST, "anomalyforge run")
@@ -416,7 +428,7 @@ def _generate_parser(sub: Any) -> None:
     gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per parquet shard (hf format; default 1000)")
     gen.add_argument("--license", default=None, help="license of the source images, for the dataset card")
     gen.add_argument("--preview", action="store_true", help="also write preview.png into the output folder")
-    _device_and_quiet(gen, device=None)
+    _device_and_quiet(gen, device=None, threads=False)  # its workers take one thread each
     gen.set_defaults(func=cmd_generate)
 
 
@@ -604,7 +616,7 @@ def _demo_parser(sub: Any) -> None:
     demo.add_argument("--n", type=_positive, default=48, help="samples to make (default 48)")
     demo.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     demo.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
-    _device_and_quiet(demo, device=None)
+    _device_and_quiet(demo, device=None, threads=False)
     demo.set_defaults(func=cmd_demo)
 
 
@@ -633,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.threads_used = use_threads(getattr(args, "threads", None))
         return args.func(args)
     except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, ImportError) as error:
         print(f"anomalyforge {args.command}: error: {error}", file=sys.stderr)

@@ -51,6 +51,8 @@ SEEDED = ("normals", "fit_defects", "generate", "curate", "train", "evaluate")
 SCHEMA: dict[str, Any] = {
     "name": Key(Optional[str], None, "run name; the default run folder is `runs/<name>`", ("report",), shown="file name"),
     "seed": Key(int, 0, "one seed for every step; same seed and data give the same run", SEEDED),
+    "threads": Key(Optional[int], None, "CPU threads for torch and BLAS (`--threads` wins); `null`: `OMP_NUM_THREADS` "
+                   "when set, else the CPUs free when the run starts"),
     "data": {
         "normals": Key(Optional[str], None, "folder of good images, an MVTec-layout category (its `train/good`), or "
                        "`embedded` (the bundled demo tiles)", ("normals",), shown="required"),
@@ -331,6 +333,8 @@ def validate(recipe: dict[str, Any], source: str = "<recipe>") -> dict[str, Any]
     _validate_generate(check, recipe)
     _validate_curate(check, recipe)
     _validate_train(check, recipe)
+    if recipe["threads"] is not None and recipe["threads"] < 1:
+        raise check.fail("threads", f"must be at least 1, got {recipe['threads']}")
     for key in ("overlays", "holdout_anomalies"):
         if recipe["evaluate"][key] < 0:
             raise check.fail(f"evaluate.{key}", f"must be at least 0, got {recipe['evaluate'][key]}")

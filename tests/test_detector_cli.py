@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -46,6 +47,7 @@ def test_train_then_evaluate(category, tmp_path, capsys):
         assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask, written  # readable by a service account
     assert load_detector(run).kind == "hybrid"  # a run folder loads like its model/ folder
     assert f"kNN reference in {info['reference_train_seconds']:.0f} s" in out
+    assert re.search(r"in \d+ s on \d+ threads", out)  # the thread count chosen for this machine
     from detectors.hybrid import describe_fusion
 
     assert describe_fusion(info["fusion"]) in out
