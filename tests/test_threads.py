@@ -26,6 +26,11 @@ def test_the_cpus_left_free_by_other_processes(monkeypatch):
     assert threads.choose_threads() == 3
     monkeypatch.setattr(threads, "busy_cpus", lambda: 9)
     assert threads.choose_threads() == 1  # never none
+    # a count this product chose earlier is chosen again, not taken for the user's
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv(threads.CHOSEN, "1")
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 0)
+    assert threads.choose_threads() == 4
 
 
 def test_a_cgroup_quota_caps_the_cpus(monkeypatch):
@@ -48,7 +53,7 @@ def test_a_cpu_bound_neighbour_is_seen():
 def test_use_threads_sets_torch_and_the_environment(monkeypatch):
     import torch
 
-    for name in (*threads.THREAD_VARIABLES, "OMP_WAIT_POLICY"):
+    for name in (*threads.THREAD_VARIABLES, "OMP_WAIT_POLICY", threads.CHOSEN):
         monkeypatch.delenv(name, raising=False)
     before = torch.get_num_threads()
     try:

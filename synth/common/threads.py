@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+CHOSEN = "ANOMALYFORGE_CHOSEN_THREADS"  # marks OMP_NUM_THREADS as our own choice, not the user's
 
 
 def available_cpus() -> int:
@@ -66,7 +67,7 @@ def choose_threads(requested: int | None = None) -> int:
             raise ValueError(f"threads must be at least 1, got {requested}")
         return requested
     set_by_user = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if set_by_user.isdigit() and int(set_by_user) > 0:
+    if set_by_user.isdigit() and int(set_by_user) > 0 and set_by_user != os.environ.get(CHOSEN):
         return int(set_by_user)
     cpus = available_cpus()
     return max(1, cpus - busy_cpus())
@@ -79,6 +80,7 @@ def use_threads(requested: int | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep instead of spinning
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
+    os.environ[CHOSEN] = str(threads)  # a later choice in this process (or its children) may choose again
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     if "cv2" in sys.modules:
