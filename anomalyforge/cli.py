@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from synth.common.threads import use_threads
+from synth.presets import AUTO
 
 from . import __version__
 
-AUTO = "auto"
 PRESET_HELP = ("where anomalies go: object keeps them on the object (background estimated from the image border), "
                "texture anywhere; auto (default): object when the normal images' border is uniform")
 SKIPPED_EXIT = 3  # predict --strict: some input files could not be read (the others were scored)
@@ -51,14 +51,14 @@ def _open_probability(text: str) -> float:
 
 def generator_options(args: argparse.Namespace) -> dict[str, dict]:
     """Per-generator keyword arguments from the generate options (the preset's, then the command's own)."""
-    from synth.presets import guess_preset, preset_options
+    from synth.presets import preset_options, resolve_preset
 
     own = {
         "cutpaste": {"variant": args.variant} if args.variant else {}, "nsa": {"label_mode": args.label_mode}, "draem": {},
         "diffusion": {"model": args.model, "defect": args.defect},
     }
-    preset = guess_preset(args.input) if args.preset == AUTO else args.preset
-    options = {name: {**preset_options(preset, args.textures)[name], **mine, "p_unchanged": args.p_unchanged}
+    presets = preset_options(resolve_preset(args.preset, args.input), args.textures)
+    options = {name: {**presets[name], **mine, "p_unchanged": args.p_unchanged}
                for name, mine in own.items()}
     return {**options, "mix": {"p_unchanged": args.p_unchanged}}
 
@@ -645,7 +645,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.threads_used = use_threads(getattr(args, "threads", None))
+        if hasattr(args, "threads"):  # the commands that compute in this process
+            args.threads_used = use_threads(args.threads)
         return args.func(args)
     except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, ImportError) as error:
         print(f"anomalyforge {args.command}: error: {error}", file=sys.stderr)

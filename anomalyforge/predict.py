@@ -31,15 +31,16 @@ COLUMNS = ("path", "score", "normalized_score", "anomalous")
 @dataclass
 class PredictReport:
     out: Path | str  # a local folder, or a URL
-    n_images: int = 0
+    n_images: int = 0  # in the predictions, a resumed run's earlier ones included
     n_anomalous: int = 0
+    n_scored: int = 0  # scored by this call
     threshold: float = float("nan")
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
-        return self.n_images / self.seconds if self.seconds > 0 else float("nan")
+        return self.n_scored / self.seconds if self.seconds > 0 else float("nan")
 
 
 def _url_files(item: str) -> list[tuple[str, Path]]:
@@ -137,7 +138,6 @@ def _partial_rows(store: Store, resume: bool) -> Iterator[tuple[Any, Path]]:
             yield handle, partial
         finally:
             if store.local is None:
-                handle.close()
                 partial.unlink(missing_ok=True)
 
 
@@ -194,6 +194,7 @@ def predict_paths(
                 row = [str(path), f"{float(score):.6g}", f"{float(norm):.6g}", str(anomalous).lower()]
                 writer.writerow(row)  # after its pictures: a row on disk is a finished image
                 done[str(path)] = row
+                report.n_scored += 1
             handle.flush()  # what an interruption keeps
             bar.update(len(batch))
         bar.update(len(files) - bar.n)

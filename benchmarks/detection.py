@@ -29,7 +29,7 @@ from detectors.data import load_normals, load_test_set
 from detectors.evaluation import metrics_for
 from detectors.sizing import SizeRule, Tiling
 from synth.common.options import parse_options
-from synth.presets import guess_preset, preset_options
+from synth.presets import preset_options, resolve_preset
 
 from .shared_data import SHARED
 from .shared_data import categories as categories_in
@@ -123,7 +123,7 @@ def main() -> None:
 
     results = []
     for category in categories:
-        preset = guess_preset(category) if args.preset == "auto" else args.preset
+        preset = resolve_preset(args.preset, category)
         for kind in args.detectors.split(","):
             trained = detector_class(kind).uses_anomalies  # the normal-only reference runs seed 0
             seeds = [int(s) for s in args.seeds.split(",")] if trained else [0]

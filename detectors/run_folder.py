@@ -12,7 +12,7 @@ import numpy as np
 
 from synth.common.files import write_atomic
 from synth.common.storage import check_output_folder
-from synth.presets import guess_preset, preset_options
+from synth.presets import preset_options, resolve_preset
 
 from .base import Detector, detector_class
 from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_split
@@ -43,8 +43,7 @@ def train_detector(
     options = dict(options or {})
     if klass.uses_anomalies:
         options.setdefault("synth", synth if synth is not None else ("none" if anomalies_dir else DEFAULT_SYNTH))
-        chosen = guess_preset(normals_dir) if preset == "auto" else preset
-        options.setdefault("synth_options", preset_options(chosen, textures))
+        options.setdefault("synth_options", preset_options(resolve_preset(preset, normals_dir), textures))
     return train_run(klass(**options), normals_dir, out, anomalies_dir, reference=reference, progress=progress,
                      target_fpr=target_fpr)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 PRESETS = ("texture", "object")
+AUTO = "auto"  # decided from the normal images (guess_preset)
 
 
 def preset_options(preset: str, textures: str | None = None) -> dict[str, dict[str, Any]]:
@@ -21,6 +22,11 @@ def preset_options(preset: str, textures: str | None = None) -> dict[str, dict[s
         "draem": {"background": on_object, "texture_dir": textures},
         "diffusion": {"background": on_object},
     }
+
+
+def resolve_preset(preset: str, folder: str | Path) -> str:
+    """``preset`` itself, or for ``auto`` the one the normal images in ``folder`` suggest."""
+    return guess_preset(folder) if preset == AUTO else preset
 
 
 def guess_preset(folder: str | Path, threshold: float = 12.0) -> str:

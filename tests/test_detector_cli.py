@@ -295,7 +295,7 @@ def test_an_interrupted_predict_resumes_where_it_stopped(tmp_path):
     counted = []
     detector.predict = lambda images, **kwargs: counted.extend(images) or real_predict(images, **kwargs)
     report = predict_paths(detector, [inbox], out, batch_size=2, progress=False)
-    assert len(counted) == 3 and report.n_images == 5  # the first batch of two was not scored again
+    assert len(counted) == 3 and report.n_images == 5 and report.n_scored == 3  # the first batch was not scored again
     assert (out / "predictions.csv").read_bytes() == (whole / "predictions.csv").read_bytes()
     assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(p.name for p in (whole / "overlays").iterdir())
     assert json.loads((out / "predictions.json").read_text())["resumed_images"] == 2

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from ..common.pictures import save_png, shots_sheet
 from ..common.readers import ImageFiles, TestImage, normal_image_paths
-from ..presets import guess_preset, preset_options
+from ..presets import AUTO, preset_options, resolve_preset
 from ..registry import BACKENDS
 from .generator import DefectDiffusion, example_defects
 from .shots import DefectShot, split_shots
@@ -35,7 +35,7 @@ def fit_defects(
     defects: Sequence[str] | None = None,
     normals: str | Path | None = None,
     options: Mapping[str, Any] | None = None,
-    preset: str = "auto",
+    preset: str = AUTO,
     seed: int = 0,
     preview: int = 3,
     progress: bool = True,
@@ -53,9 +53,7 @@ def fit_defects(
         raise ValueError(f"{data}: no readable defect shots")
     normal_images = ImageFiles(normal_image_paths(normals or data))
     settings = {"seed": seed, **(options or {})}
-    if preset == "auto":
-        preset = guess_preset(normals or data)
-    for name, value in preset_options(preset)["diffusion"].items():
+    for name, value in preset_options(resolve_preset(preset, normals or data))["diffusion"].items():
         settings.setdefault(name, value)
     try:
         generator = BACKENDS.get(backend)(**settings)
