@@ -116,6 +116,74 @@ def test_hybrid_errors_are_clear():
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="selection_epochs must be"):
             HybridDetector(selection_epochs=bad)
+        with pytest.raises(ValueError, match="train_crop must be"):
+            HybridDetector(train_crop=bad)
+
+
+def test_a_head_whose_weight_is_zero_is_not_trained(monkeypatch):
+    trained = []
+    original = HybridDetector._train_head
+
+    def record(self, *args, image=False, **kwargs):
+        trained.append("image" if image else "map")
+        return original(self, *args, image=image, **kwargs)
+
+    monkeypatch.setattr(HybridDetector, "_train_head", record)
+    detector = tiny(select="fixed", fixed_weight=0.0).fit(NORMALS, progress=False)
+    assert trained == [] and detector.state_["loss_history"] == [] and "image_loss_history" not in detector.state_
+    # the image score without its own head fuses the map's: a weight there trains the map head alone
+    tiny(select="fixed", fixed_weight=1.0, image_head_inputs=None).fit(NORMALS, progress=False)
+    assert trained == ["map"]
+
+
+def test_an_epoch_is_one_pass_over_the_training_anomalies_at_most_steps_per_epoch():
+    detector = HybridDetector(batch_size=16, steps_per_epoch=30)  # 8 anomalies a step
+    assert [detector._epoch_steps(n) for n in (1, 8, 9, 44, 240, 241, 5000)] == [1, 1, 2, 6, 30, 30, 30]
+
+
+def test_training_windows_hold_part_of_the_anomaly_anywhere_and_stay_on_the_grid():
+    import torch
+
+    from detectors.hybrid import training_windows
+
+    grid, cells = (10, 26), (4, 4)
+    masks = torch.zeros(3, 1, *grid)
+    masks[0, 0, 0, 0] = 1  # a one-cell anomaly in a corner
+    masks[1, 0, 5:7, 20:24] = 1
+    masks[2, 0, 9, 25] = 1
+    index = torch.tensor([0, 1, 2] * 40)
+    windows = training_windows(masks, index, cells, grid, torch.Generator().manual_seed(0))
+    where = set()
+    for i, (rows, cols) in zip(index.tolist(), windows):
+        assert 0 <= rows.start and rows.stop <= grid[0] and 0 <= cols.start and cols.stop <= grid[1]
+        assert (rows.stop - rows.start, cols.stop - cols.start) == cells
+        assert masks[i, 0, rows, cols].sum() > 0
+        if i == 1:
+            where.add((rows.start, cols.start))
+    assert len(where) > 5  # not always centred the same way on the anomaly
+    again = training_windows(masks, index, cells, grid, torch.Generator().manual_seed(0))
+    assert again == windows
+    normal = training_windows(None, torch.arange(200) % 3, cells, grid, torch.Generator().manual_seed(1))
+    assert {(r.start, c.start) for r, c in normal} >= {(0, 0), (6, 22)}  # every place, corners too
+
+
+def test_the_heads_train_on_windows_of_maps_larger_than_train_crop(monkeypatch):
+    import detectors.hybrid as hybrid
+
+    shapes = []
+    original = hybrid.train_loop
+
+    def record(model, optimizer, scheduler, epochs, batches, step, **kwargs):
+        batch = next(iter(batches(0, 0, 1)))
+        shapes.append((tuple(batch["input"].shape[-2:]), tuple(batch["mask"].shape[-2:]), float(batch["mask"][4:].flatten(1).amax(1).min())))
+        return original(model, optimizer, scheduler, epochs, batches, step, **kwargs)
+
+    monkeypatch.setattr(hybrid, "train_loop", record)
+    tiny(select="fixed", epochs=1, train_crop=24).fit(NORMALS, progress=False)  # 64 px: 8x8 cells; 24 px: 3x3
+    assert shapes == [((3, 3), (3, 3), 1.0)] * 2  # every anomalous sample's window holds anomaly
+    shapes.clear()
+    tiny(select="fixed", epochs=1, train_crop=None).fit(NORMALS, progress=False)
+    assert [s[:2] for s in shapes] == [((8, 8), (8, 8))] * 2
 
 
 def test_the_heads_that_choose_the_fusion_train_for_selection_epochs(monkeypatch):
@@ -128,13 +196,19 @@ def test_the_heads_that_choose_the_fusion_train_for_selection_epochs(monkeypatch
         return head, history
 
     monkeypatch.setattr(HybridDetector, "_train_head", record)
-    detector = tiny(epochs=3, selection_epochs=1).fit(NORMALS, progress=False)
-    # per left-out generator (cutpaste, draem) a map head and an image head, then the kept ones
+    detector = tiny(epochs=3, selection_epochs=1, fusion_weights=(1.0,)).fit(NORMALS, progress=False)
+    # per left-out generator (cutpaste, draem) a map head and an image head, then the kept ones (weight 1)
     assert epochs == [(1, "map"), (1, "image")] * 2 + [(3, "map"), (3, "image")]
     assert len(detector.state_["loss_history"]) == len(detector.state_["image_loss_history"]) == 3
     epochs.clear()
-    tiny(epochs=3, image_head_inputs=None).fit(NORMALS, progress=False)
-    assert epochs == [(2, "map"), (2, "map"), (3, "map")]  # by default half as long as the kept head, rounded up
+    tiny(epochs=5, image_head_inputs=None, fusion_weights=(1.0,)).fit(NORMALS, progress=False)
+    assert epochs == [(3, "map"), (3, "map"), (5, "map")]  # by default 3 epochs
+    epochs.clear()
+    tiny(epochs=2, image_head_inputs=None, fusion_weights=(1.0,)).fit(NORMALS, progress=False)
+    assert epochs == [(2, "map"), (2, "map"), (2, "map")]  # never more than the kept head's
+    epochs.clear()
+    tiny(epochs=3, image_head_inputs=None, fusion_weights=(1.0,), selection_epochs=None).fit(NORMALS, progress=False)
+    assert epochs == [(2, "map"), (2, "map"), (3, "map")]  # None: half as long as the kept head, rounded up
 
 
 def test_the_fusion_weight_is_the_smallest_within_the_tolerance_of_the_best():
@@ -273,6 +347,7 @@ def test_the_context_branch_lets_a_patch_see_its_neighbours_and_no_farther():
         (dict(head_context=[2], context_width=64), "context_width", 64),  # before its width was an option
         (dict(image_head_inputs=None), "image_head_inputs", None),  # before the image score had its own head
         (dict(gain_share=0.5, tolerance=0.0), "tolerance", 0.0),  # before the weight rule had a tolerance
+        (dict(train_crop=None), "train_crop", None),  # before the heads trained on windows
     ],
 )
 def test_a_detector_saved_by_an_earlier_version_loads_with_the_head_it_was_saved_with(tmp_path, options, missing, value):
