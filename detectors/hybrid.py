@@ -509,18 +509,19 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         return choose_weight(self.fusion_weights, values, self.gain_share, self.tolerance)
 
     def _head_batch(self, data, kind: str, index, image: bool = False, windows: list[tuple[slice, slice]] | None = None) -> torch.Tensor:
-        """The head's input for these samples (their whole maps, or with ``windows`` one window each)."""
+        """The head's input for these samples: their whole maps, or with ``windows`` one window each.
+        A map the head does not see is not copied."""
         inputs = self.image_head_inputs if image else self.head_inputs
-        maps = [(name, data[kind][i]) for i, name in enumerate(("feature", "residual", "distance")) if name in inputs]
 
-        def rows(tensor: torch.Tensor) -> torch.Tensor:
+        def taken(position: int, name: str) -> torch.Tensor:
+            if name not in inputs:
+                return torch.empty(0)
+            maps = data[kind][position]  # data holds the patch maps, residuals and distances in HEAD_INPUTS' order
             if windows is None:
-                return tensor[index].float()
-            return torch.stack([tensor[int(i)][:, rows_, cols] for i, (rows_, cols) in zip(index, windows)]).float()
+                return maps[index].float()
+            return torch.stack([maps[int(i)][:, rows, cols] for i, (rows, cols) in zip(index, windows)]).float()
 
-        taken = {name: rows(tensor) for name, tensor in maps}
-        empty = torch.empty(0)
-        return self.model_.head_input(inputs, taken.get("feature", empty), taken.get("residual", empty), taken.get("distance", empty))
+        return self.model_.head_input(inputs, *(taken(position, name) for position, name in enumerate(HEAD_INPUTS)))
 
     def _window_cells(self, grid: tuple[int, int]) -> tuple[int, int] | None:
         """The training windows' size on the feature grid, or None when a window would hold the whole map."""
