@@ -49,7 +49,7 @@ def train_loop(
             optimizer.step()
             total += float(loss.detach())
             count += 1
-            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)  # the bar redraws at its own pace (TQDM_MININTERVAL in a log)
         if scheduler is not None:
             scheduler.step()
         history.append(total / max(count, 1))

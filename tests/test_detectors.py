@@ -203,3 +203,24 @@ def test_fitted_state_ends_in_an_underscore_and_exists_only_after_fit(tmp_path):
     loaded = load_detector(knn.save(tmp_path / "knn"))
     assert loaded.state_["bank_size"] == knn.state_["bank_size"]
     assert PatchKNN(**knn.get_params()).is_fitted is False  # get_params rebuilds an unfitted copy
+
+
+def test_a_training_bar_in_a_log_redraws_at_its_own_pace(monkeypatch, capsys):
+    """The loss shown beside the bar must not force a redraw every step: in a log (TQDM_MININTERVAL
+    set by the CLI) that is a line per step."""
+    import torch
+
+    from detectors.training import train_loop
+
+    monkeypatch.setenv("TQDM_MININTERVAL", "30")
+    model = torch.nn.Linear(2, 1)
+
+    def batches(epoch, rank, world):
+        for _ in range(25):
+            yield {"x": torch.randn(4, 2)}
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    history = train_loop(model, optimizer, None, 2, batches, lambda m, b: m(b["x"]).pow(2).mean(), progress=True, desc="toy")
+    drawn = capsys.readouterr().err
+    assert len(history) == 2 and "toy" in drawn
+    assert drawn.count("\r") + drawn.count("\n") <= 4, drawn[-300:]
