@@ -223,8 +223,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             what a whole 256x624 map would at 0.4 times the cost of a step.
         selection_epochs: epochs of the heads trained only to choose the fusion weights (one per
             left-out generator), at most ``epochs``; ``None``: half of ``epochs``, rounded up (the
-            earlier default). They only have to rank the candidate weights, and 3 epochs' validation
-            curves chose the weights 5 epochs' did (docs/measurements.md) at a fraction of the fit.
+            earlier default). They only have to rank the candidate weights: the fits with 3 chose the
+            weights the fits with 5 did in 10 of the 12 benchmark fits (docs/measurements.md).
         top_k: share of the map's pixels whose mean is the image score.
         sigma: Gaussian smoothing of the upsampled map, in pixels.
         synth, synth_options: see :class:`~detectors.synthetic.SyntheticAnomalies`.
