@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from synth.common.mask_windows import start_range
 from synth.common.random_streams import HYBRID_PARTS, HYBRID_UNKNOWN_SOURCE, epoch_generator, stream
 
 from .base import Anomaly
@@ -104,10 +105,15 @@ def training_windows(
         cell = positive[int(torch.randint(len(positive), (1,), generator=generator))] if len(positive) else None
         starts = []
         for axis, (size, n) in enumerate(zip(cells, grid)):
-            low, high = (0, n - size) if cell is None else (max(0, int(cell[axis]) - size + 1), min(n - size, int(cell[axis])))
+            low, high = (0, n - size) if cell is None else start_range(int(cell[axis]), int(cell[axis]) + 1, size, n)
             starts.append(low + int(torch.randint(high - low + 1, (1,), generator=generator)))
         out.append((slice(starts[0], starts[0] + cells[0]), slice(starts[1], starts[1] + cells[1])))
     return out
+
+
+def in_windows(maps: torch.Tensor, index: torch.Tensor, windows: list[tuple[slice, slice]]) -> torch.Tensor:
+    """Each indexed sample's map (n x C x h x w) cut to its window."""
+    return torch.stack([maps[int(i)][:, rows, cols] for i, (rows, cols) in zip(index, windows)])
 
 
 def describe_fusion(fusion: dict[str, Any] | None) -> str:
@@ -519,7 +525,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             maps = data[kind][position]  # data holds the patch maps, residuals and distances in HEAD_INPUTS' order
             if windows is None:
                 return maps[index].float()
-            return torch.stack([maps[int(i)][:, rows, cols] for i, (rows, cols) in zip(index, windows)]).float()
+            return in_windows(maps, index, windows).float()
 
         return self.model_.head_input(inputs, *(taken(position, name) for position, name in enumerate(HEAD_INPUTS)))
 
@@ -561,7 +567,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
                 else:
                     w_n, w_a = training_windows(None, i_n, cells, grid, g), training_windows(masks, i_a, cells, grid, g)
                     inputs = [self._head_batch(data, "normal", i_n, image, w_n), self._head_batch(data, "anomaly", i_a, image, w_a)]
-                    target = torch.cat([torch.zeros(half, 1, *cells), torch.stack([masks[int(i)][:, r, c] for i, (r, c) in zip(i_a, w_a)])])
+                    target = torch.cat([torch.zeros(half, 1, *cells), in_windows(masks, i_a, w_a)])
                 yield {"input": torch.cat(inputs).contiguous(memory_format=torch.channels_last), "mask": target}
 
         def step(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

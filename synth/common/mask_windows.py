@@ -45,9 +45,15 @@ def defect_window(
     return top, top + win_h, left, left + win_w
 
 
+def start_range(start: int, end: int, size: int, limit: int) -> tuple[int, int]:
+    """The lowest and highest start of a ``size`` window that holds ``[start, end)`` and stays inside
+    ``[0, limit)`` (high < low when the span is longer than the window)."""
+    return max(0, end - size), min(start, limit - size)
+
+
 def _place(start: int, end: int, size: int, limit: int, rng: np.random.Generator | None) -> int:
     """Start of a ``size`` window that holds ``[start, end)`` and stays inside ``[0, limit)``."""
-    low, high = max(0, end - size), min(start, limit - size)
+    low, high = start_range(start, end, size, limit)
     if high < low:  # the box is larger than the window along this axis (cannot happen: size >= box)
         return max(0, min(start, limit - size))
     if rng is None:
