@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from synth.common.files import write_atomic, write_json
+from synth.common.files import link_file, write_atomic, write_json
 from synth.common.random_streams import (
     RECIPE_HELD_OUT_ANOMALIES,
     RECIPE_HOLD_OUT,
@@ -30,13 +29,13 @@ from synth.common.random_streams import (
 )
 from synth.common.storage import check_output_folder
 
-from .recipe import EMBEDDED, NOT_OUTPUT, dump_recipe, keys_read_by
+from .demo import DEMO_DATA
+from .recipe import NOT_OUTPUT, dump_recipe, keys_read_by
 from .run_context import RunContext
 
 MANIFEST = "manifest.json"
 RECIPE = "recipe.yaml"
 METRICS = "metrics.json"
-EMBEDDED_TILE = 128  # the bundled photos cut into 48 tiles of 128 px
 
 
 @dataclass
@@ -73,32 +72,25 @@ class RunResult:
 
 
 # -- steps ---------------------------------------------------------------------------------------
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.symlink(source.resolve(), target)
-    except OSError:  # no symlinks here: copy
-        shutil.copy2(source, target)
-
-
 def step_normals(ctx: RunContext) -> dict[str, Any]:
     """The normal images: checked readable, split into training images and (when there is no real
-    test split) a held-out share for the synthetic check."""
+    test split) a held-out share for the synthetic check. Demo data is laid out here first."""
     from tqdm.auto import tqdm
 
     from synth import ImageReadError, normal_image_paths, read_image
 
-    from .demo import write_demo_images
-
     data = ctx.recipe["data"]
     folder = ctx.root / "normals"
     folder.mkdir(parents=True, exist_ok=True)
-    if data["normals"] == EMBEDDED:
-        source_root = folder / "embedded"
-        paths = write_demo_images(source_root, tile=EMBEDDED_TILE)
+    demo = DEMO_DATA.get(data["normals"])
+    test = data["test"]
+    if demo is not None:
+        shutil.rmtree(folder / data["normals"], ignore_errors=True)  # what an interrupted attempt wrote
+        source_root, demo_test = demo.write(folder / data["normals"], ctx.seed)
+        test = test or (str(demo_test) if demo_test is not None else None)
     else:
         source_root = Path(data["normals"])
-        paths = normal_image_paths(source_root)
+    paths = normal_image_paths(source_root)
     readable, skipped = [], {}
     for path in tqdm(paths, desc="check normals", unit="img", disable=not ctx.progress):
         try:
@@ -109,15 +101,15 @@ def step_normals(ctx: RunContext) -> dict[str, Any]:
             ctx.echo(f"  skipping unreadable image: {error}")
     if len(readable) < 2:
         raise ValueError(f"data.normals: {len(readable)} readable normal images in {source_root}; at least 2 are needed")
-    holdout = data["holdout"] if data["test"] is None and ctx.recipe["evaluate"]["enabled"] else 0.0
+    holdout = data["holdout"] if test is None and ctx.recipe["evaluate"]["enabled"] else 0.0
     n_hold = min(len(readable) - 1, max(1, round(holdout * len(readable)))) if holdout > 0 else 0
     order = stream(ctx.seed, RECIPE_HOLD_OUT).permutation(len(readable))
     held = sorted(order[:n_hold].tolist())
     train = [readable[i] for i in sorted(order[n_hold:].tolist())]
     outputs: dict[str, Any] = {"source": str(source_root), "n_train": len(train), "n_holdout": n_hold,
-                               "skipped_files": skipped}
+                               "skipped_files": skipped, "test": test}
     if not held and not skipped:
-        outputs.update(train=str(paths[0].parent if data["normals"] == EMBEDDED else source_root), holdout=None)
+        outputs.update(train=str(source_root), holdout=None)
         return outputs
 
     for part in ("train", "holdout"):  # links of an interrupted attempt
@@ -127,9 +119,9 @@ def step_normals(ctx: RunContext) -> dict[str, Any]:
         return path.relative_to(source_root).as_posix().replace("/", "__")
 
     for path in train:
-        _link(path, folder / "train" / name(path))
+        link_file(path, folder / "train" / name(path))
     for i in held:
-        _link(readable[i], folder / "holdout" / name(readable[i]))
+        link_file(readable[i], folder / "holdout" / name(readable[i]))
     outputs.update(train=str(folder / "train"), holdout=str(folder / "holdout") if held else None)
     return outputs
 
@@ -268,7 +260,7 @@ def step_evaluate(ctx: RunContext) -> dict[str, Any]:
     trained = ctx.outputs("train")
     detector = load_detector(trained["checkpoint"])
     reference = load_detector(trained["reference"]) if trained.get("reference") else None
-    test_folder = ctx.recipe["data"]["test"]
+    test_folder = ctx.test_dir
     if test_folder:
         shots = ctx.outputs("fit_defects").get("shots", [])
         test = load_test_set(test_folder, detector.input_shape, exclude=shots, require_masks=False)
@@ -308,7 +300,7 @@ STEPS = (
     Step("curate", ("generate",), ("curated",), step_curate, lambda ctx: ctx.recipe["curate"]["enabled"]),
     Step("train", ("curate", "generate"), ("detector",), step_train),
     Step("evaluate", ("train", "fit_defects"), ("eval", METRICS), step_evaluate,
-         lambda ctx: ctx.recipe["evaluate"]["enabled"] and bool(ctx.recipe["data"]["test"] or ctx.outputs("normals").get("holdout"))),
+         lambda ctx: ctx.recipe["evaluate"]["enabled"] and bool(ctx.test_dir or ctx.outputs("normals").get("holdout"))),
     Step("report", ("normals", "fit_defects", "generate", "curate", "train", "evaluate"), ("report",), step_report),
     Step("publish", ("curate", "generate"), (), step_publish, lambda ctx: ctx.recipe["publish"]["repo"] is not None),
 )

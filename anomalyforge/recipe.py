@@ -30,7 +30,8 @@ from synth.dataset.writers import FORMATS
 from synth.presets import PRESETS, preset_options
 from synth.registry import BACKENDS, DEFAULT_MIX, GENERATORS, MIXABLE
 
-EMBEDDED = "embedded"
+from .demo import DEMO_DATA, DemoDataMissing
+
 AUTO = "auto"
 
 @dataclass(frozen=True)
@@ -54,10 +55,12 @@ SCHEMA: dict[str, Any] = {
     "threads": Key(Optional[int], None, "CPU threads for torch and BLAS (`--threads` wins); `null`: `OMP_NUM_THREADS` "
                    "when set, else the CPUs free when the run starts"),
     "data": {
-        "normals": Key(Optional[str], None, "folder of good images, an MVTec-layout category (its `train/good`), or "
-                       "`embedded` (the bundled demo tiles)", ("normals",), shown="required"),
+        "normals": Key(Optional[str], None, "folder of good images, an MVTec-layout category (its `train/good`), "
+                       "`elpv` (solar cells with real defects, `pip install \"anomalyforge[demo]\"`) or `embedded` "
+                       "(texture tiles bundled with scikit-image, no defects)", ("normals",), shown="required"),
         "test": Key(Optional[str], AUTO, "MVTec-layout folder with `test/<defect>/` and `ground_truth/`; `auto`: "
-                    "`data.normals` when it has `test/`; `null`: none", ("normals", "evaluate")),
+                    "`data.normals` when it has `test/` (for `elpv`: its held-back cells); `null`: none",
+                    ("normals", "evaluate")),
         "preset": Key(Literal[(AUTO, *PRESETS)], AUTO, "`object` keeps anomalies on the object (background from the image "
                       "border), `texture` places them anywhere; `auto` decides from the border", ("fit_defects", "train")),
         "holdout": Key(float, 0.2, "without a real test split, this share of the normal images is kept out of training "
@@ -277,11 +280,12 @@ class _Checker:
 
 
 def test_folder_of(data: Mapping[str, Any]) -> str | None:
-    """The real test split (an MVTec-layout folder with test/ and ground_truth/), or None."""
+    """The real test split (an MVTec-layout folder with test/ and ground_truth/), or None (also for
+    demo data, whose test split the run writes: :attr:`RunContext.test_dir`)."""
     test = data["test"]
     if test == AUTO:
         normals = data["normals"]
-        if normals == EMBEDDED or not (Path(normals) / "test").is_dir():
+        if normals in DEMO_DATA or not (Path(normals) / "test").is_dir():
             return None
         return normals
     return test
@@ -307,8 +311,14 @@ def validate(recipe: dict[str, Any], source: str = "<recipe>") -> dict[str, Any]
 
     data = recipe["data"]
     if data["normals"] is None:
-        raise check.fail("data.normals", f"required: a folder of normal images, an MVTec category, or {EMBEDDED!r}")
-    if data["normals"] != EMBEDDED:
+        raise check.fail("data.normals", "required: a folder of normal images, an MVTec category, or demo data ("
+                         + ", ".join(DEMO_DATA) + ")")
+    if data["normals"] in DEMO_DATA:
+        try:
+            DEMO_DATA[data["normals"]].check()
+        except DemoDataMissing as error:
+            raise check.fail("data.normals", str(error)) from None
+    else:
         data["normals"] = check.path("data.normals", data["normals"])
         from synth import normal_image_paths
 
@@ -322,8 +332,8 @@ def validate(recipe: dict[str, Any], source: str = "<recipe>") -> dict[str, Any]
     if not 0.0 <= data["holdout"] < 1.0:
         raise check.fail("data.holdout", f"must be in [0, 1), got {data['holdout']}")
     if data["preset"] == AUTO:
-        if data["normals"] == EMBEDDED:
-            data["preset"] = "texture"
+        if data["normals"] in DEMO_DATA:
+            data["preset"] = DEMO_DATA[data["normals"]].preset
         else:
             from synth.presets import guess_preset
 

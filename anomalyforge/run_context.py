@@ -29,5 +29,10 @@ class RunContext:
         return Path(self.outputs("normals")["train"])
 
     @property
+    def test_dir(self) -> str | None:
+        """The real test split: the recipe's, or the one the normals step laid out for demo data."""
+        return self.recipe["data"]["test"] or self.outputs("normals").get("test")
+
+    @property
     def anomalies_dir(self) -> Path:
         return Path((self.outputs("curate") or self.outputs("generate"))["dataset"])

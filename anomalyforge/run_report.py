@@ -13,6 +13,7 @@ import numpy as np
 
 from synth.common.files import write_atomic
 
+from .demo import DEMO_DATA
 from .run_context import RunContext
 
 METRIC_NAMES = {
@@ -129,9 +130,13 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
             continue
         row = [label, _number(m[key])]
         if ref:
-            diff = m[key] - ref[key]
-            klass = "better" if diff > 0.005 else "worse" if diff < -0.005 else ""
-            row += [_number(ref[key]), f"<span class='{klass}'>{diff:+.3f}</span>"]
+            row.append(_number(ref[key]))
+            if m[key] is None or ref[key] is None:
+                row.append("–")
+            else:
+                diff = m[key] - ref[key]
+                klass = "better" if diff > 0.005 else "worse" if diff < -0.005 else ""
+                row.append(f"<span class='{klass}'>{diff:+.3f}</span>")
         rows.append(row)
     from detectors import detector_class
 
@@ -140,6 +145,13 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
     if ref:
         header += [f"{metrics['reference']['detector']} reference (normal images only)", "difference"]
     parts.append(_table(rows, header))
+    if m.get("pixel_auroc") is None:
+        parts.append("<p>The defect images have no masks (image labels only), so there are no pixel metrics.</p>")
+    if "decision" in metrics:
+        d = metrics["decision"]
+        parts.append(f"<p>At the calibrated threshold ({d['threshold']:.4g}): <b>{d['false_reject_rate']:.1%}</b> of the "
+                     f"good test images rejected (target {d['target_fpr']:.1%}) and <b>{d['recall']:.1%}</b> of the defect "
+                     "images found.</p>")
     per = m.get("image_auroc_per_defect") or {}
     if per:
         tables = [m] + ([ref] if ref else [])
@@ -184,9 +196,10 @@ def write_run_report(ctx: RunContext) -> Path:
     parts += ["<h2>Pipeline</h2>", _table(rows, ["step", "status", "seconds (when it ran)"]),
               "<p>Seconds: the whole step's wall time (for <code>train</code>: loading the images, "
               "fitting the detector, fitting the kNN reference and saving both).</p>"]
-    source = "the embedded demo tiles (scikit-image texture photos)" if recipe["data"]["normals"] == "embedded" else recipe["data"]["normals"]
+    demo = DEMO_DATA.get(recipe["data"]["normals"])
+    source = f"<code>{html.escape(str(normals['source']))}</code>" + (f" ({html.escape(demo.description)})" if demo else "")
     parts.append(
-        f"<p>Normal images: {normals['n_train']} for training from <code>{html.escape(str(source))}</code>"
+        f"<p>Normal images: {normals['n_train']} for training from {source}"
         + (f", {normals['n_holdout']} held out for the synthetic check" if normals.get("n_holdout") else "")
         + (f"; {len(normals['skipped_files'])} unreadable files skipped" if normals.get("skipped_files") else "")
         + f". Preset: {html.escape(recipe['data']['preset'])}. Seed: {recipe['seed']}.</p>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,3 +81,12 @@ def remove_temporaries(root: Path) -> None:
     for tmp in root.rglob(".tmp-*"):
         if tmp.is_file():
             tmp.unlink()
+
+
+def link_file(source: Path, target: Path) -> None:
+    """``target`` as a symbolic link to ``source``, or a copy where links cannot be made."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.symlink(Path(source).resolve(), target)
+    except OSError:
+        shutil.copy2(source, target)

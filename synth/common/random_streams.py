@@ -30,6 +30,8 @@ SUPPORT_PATCHES = 1
 # synthetic anomalies made on them ("HOLD")
 RECIPE_HOLD_OUT = 0x4E4F524D
 RECIPE_HELD_OUT_ANOMALIES = 0x484F4C44
+# recipes on the solar-cell demo data: which cells are for training and which for the test ("CELL")
+RECIPE_DEMO_CELLS = 0x43454C4C
 # torch generators of the training loops: one per epoch, seeded seed * EPOCH_STRIDE + epoch
 EPOCH_STRIDE = 1_000_003
 
