@@ -23,7 +23,8 @@ _EXPORTS = {
     "Manifest": ".dataset.manifest",
     "contact_sheet": ".common.pictures", "heatmap_overlay": ".common.pictures", "mask_overlay": ".common.pictures",
     "save_png": ".common.pictures",
-    "DefectDiffusion": ".diffusion", "DefectShot": ".diffusion", "PretrainedDefectDiffusion": ".diffusion",
+    "DefectShot": ".shots", "split_shots": ".shots", "DefectTransplant": ".transplant",
+    "DefectDiffusion": ".diffusion", "PretrainedDefectDiffusion": ".diffusion",
     "ScratchDefectDiffusion": ".diffusion",
     "__version__": ".common.version",
 }

@@ -3,7 +3,7 @@ the object, so that a learned defect appears at new places and in new shapes."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -142,24 +142,44 @@ class DefectMaskSampler:
             allowed = object_mask(image, self.background, self.background_threshold)
             if not allowed.any():
                 allowed = None
-        best: tuple[float, np.ndarray, dict] | None = None
-        for attempt in range(20):
+
+        def draw() -> tuple[np.ndarray, dict[str, Any]]:
             shape, params = self.shape((height, width), rng)
-            shape = _fit_inside(shape, height, width)
-            sh, sw = shape.shape
-            top, left = int(rng.integers(0, height - sh + 1)), int(rng.integers(0, width - sw + 1))
-            mask = np.zeros((height, width), bool)
-            mask[top : top + sh, left : left + sw] = shape
-            on_object = 1.0 if allowed is None else float((mask & allowed).sum()) / max(1, int(mask.sum()))
-            params.update(top=top, left=left, on_object=on_object)
-            if best is None or on_object > best[0]:
-                best = (on_object, mask, params)
-            if on_object >= self.min_on_object:
-                break
-        _, mask, params = best
+            return _fit_inside(shape, height, width), params
+
+        mask, params = place_shape(draw, (height, width), allowed, rng, self.min_on_object)
         if allowed is not None and (mask & allowed).any():
             mask &= allowed
         return mask, params
+
+
+def place_shape(
+    draw: Callable[[], tuple[np.ndarray, dict[str, Any]]],
+    image_shape: tuple[int, int],
+    allowed: np.ndarray | None,
+    rng: np.random.Generator,
+    min_on_object: float,
+    attempts: int = 20,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A drawn shape (boolean, no larger than the image) at a random place: shapes and places are
+    drawn until at least ``min_on_object`` of the shape lies on ``allowed`` (``None``: anywhere), the
+    best of ``attempts`` otherwise. Returns the HxW mask and the draw's record with ``top``,
+    ``left`` and ``on_object`` added."""
+    height, width = image_shape
+    best: tuple[float, np.ndarray, dict] | None = None
+    for _ in range(attempts):
+        shape, params = draw()
+        sh, sw = shape.shape
+        top, left = int(rng.integers(0, height - sh + 1)), int(rng.integers(0, width - sw + 1))
+        mask = np.zeros((height, width), bool)
+        mask[top : top + sh, left : left + sw] = shape
+        on_object = 1.0 if allowed is None else float((mask & allowed).sum()) / max(1, int(mask.sum()))
+        params.update(top=top, left=left, on_object=on_object)
+        if best is None or on_object > best[0]:
+            best = (on_object, mask, params)
+        if on_object >= min_on_object:
+            break
+    return best[1], best[2]
 
 
 def _affine(template: np.ndarray, factor: float, aspect: float, angle: float) -> np.ndarray:

@@ -6,7 +6,7 @@ from .generator import DefectDiffusion, example_defects, load_defect_diffusion
 from .pipeline import MaskedDefectPipeline
 from .inpainting import PretrainedDefectDiffusion
 from .scratch import ScratchDefectDiffusion
-from .shots import DefectShot, split_shots
+from ..shots import DefectShot, split_shots
 
 __all__ = [
     "DefectDiffusion", "DefectShot", "FittedDefects", "fit_defects", "MaskedDefectPipeline", "PretrainedDefectDiffusion", "ScratchDefectDiffusion", "defect_window",

@@ -12,7 +12,7 @@ from ..common.readers import ImageFiles, TestImage, normal_image_paths
 from ..presets import AUTO, preset_options, resolve_preset
 from ..registry import BACKENDS
 from .generator import DefectDiffusion, example_defects
-from .shots import DefectShot, split_shots
+from ..shots import DefectShot, split_shots
 
 
 @dataclass

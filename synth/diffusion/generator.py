@@ -18,7 +18,7 @@ from ..common.saved import read_saved_config
 from ..defect_masks import MASK_MODES, DefectMaskSampler
 from ..registry import BACKENDS
 from .crops import crop, defect_window, paste
-from .shots import DefectShot, defect_types
+from ..shots import DefectShot, defect_types
 from .training_windows import TrainingWindows, crop_mask
 
 CONFIG_NAME = "generator.json"

@@ -11,7 +11,7 @@ import torch
 
 from ..defect_masks import DefectMaskSampler
 from .crops import crop, defect_window
-from .shots import DefectShot, defect_types
+from ..shots import DefectShot, defect_types
 
 
 def crop_mask(mask: np.ndarray, window: tuple[int, int, int, int], size: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..common.readers import (
+from .common.readers import (
     ImageReadError,
     TestImage,
     mvtec_test_images,

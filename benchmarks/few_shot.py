@@ -1,0 +1,218 @@
+"""Few-shot benchmark: do K real defects per type make the default detector (the hybrid) better?
+
+    python -m benchmarks.few_shot                                   # every shared category, K = 0,1,3,5, seeds 0,1,2
+    python -m benchmarks.few_shot ../shared/data/magnetic_tile --shots 0,3 --seeds 0
+    python -m benchmarks.few_shot ../shared/data/screw --ingredients transplant --realism
+
+Per category and seed:
+
+1. ``max(K)`` real defects of each type are drawn as shots (``synth.split_shots``); the shots of a
+   smaller K are the first K of them. Every shot of the largest K is left out of the test, so
+   every row is scored on the same test images.
+2. K = 0 is the default hybrid, trained on its own synthetic anomalies only (zero-shot).
+3. For K > 0, each ingredient is a row: ``transplant`` (the shots' defects moved onto the normal
+   training images by :class:`synth.DefectTransplant`, as many as one classical generator makes),
+   ``transplant-halves`` (the same, with each type's shots dealt into two halves whose transplants
+   the hybrid sees as two generators: its fusion weights are then chosen on transplants of shots
+   the validated head did not see), ``shots`` (the shots themselves as training positives of the
+   head; they never choose a fusion weight or the threshold: they have no held-out part), and
+   ``transplant+shots``, and ``diffusion`` (the from-scratch diffusion backend fitted on the shots
+   paints as many defects; its fit's seconds are printed; not in the default rows: slow on a CPU).
+4. Image AUROC, pixel AUROC, pixel AP and AU-PRO on the real test split, the fit's seconds.
+5. ``--realism``: the classifier two-sample test (``curate.realism``) of each generator's defects
+   against the held-out real defects (seed 0, the largest K's shots): 0.5 = indistinguishable.
+
+Nothing is chosen on the test images: every option is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from detectors import HybridDetector
+from detectors.base import Anomaly
+from detectors.data import TestSet, load_normals, load_test_set
+from detectors.evaluation import metrics_for
+from detectors.sizing import resize_mask_to, resize_to
+from detectors.synthetic import make_generator, synthesise
+from synth import DefectShot, DefectTransplant, split_shots
+from synth.presets import preset_options, resolve_preset
+
+from .shared_data import SHARED
+from .shared_data import categories as categories_in
+
+METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
+INGREDIENTS = ("transplant", "transplant-halves", "shots", "transplant+shots", "diffusion")
+CLASSICAL = ("cutpaste", "nsa", "draem")
+
+
+def first_shots(shots: list[DefectShot], k: int) -> list[DefectShot]:
+    """The first ``k`` shots of each type (the shots of a smaller K are among a larger K's)."""
+    out, seen = [], {}
+    for shot in shots:
+        seen[shot.defect] = seen.get(shot.defect, 0) + 1
+        if seen[shot.defect] <= k:
+            out.append(shot)
+    return out
+
+
+def without(test: TestSet, paths: set[str]) -> TestSet:
+    keep = [i for i, p in enumerate(test.paths) if str(p) not in paths]
+    return TestSet([test.images[i] for i in keep], [test.masks[i] for i in keep], test.labels[keep],
+                   [test.defects[i] for i in keep], [test.paths[i] for i in keep], test.skipped,
+                   None if test.has_mask is None else test.has_mask[keep])
+
+
+def resized(shots: list[DefectShot], shape: tuple[int, int]) -> list[DefectShot]:
+    """The shots at the detector's input shape, the scale the normal and test images are seen at."""
+    return [DefectShot(resize_to(s.image, shape), resize_mask_to((s.mask > 0).astype(np.float32), shape), s.defect, s.source)
+            for s in shots]
+
+
+def transplant_generator(shots: list[DefectShot], preset: str) -> DefectTransplant:
+    background = preset_options(preset).get("nsa", {}).get("background")
+    return DefectTransplant(shots, background=background)
+
+
+def transplants(images, shots: list[DefectShot], preset: str, count: int, seed: int, halves: bool) -> list[Anomaly]:
+    """``count`` transplanted defects; with ``halves``, the shots of each type are dealt into two
+    halves whose transplants are two generators to the hybrid, so that its fusion weights are chosen
+    on transplants of shots its head did not see (one half without the other)."""
+    parts = [shots]
+    if halves:
+        rank = {}
+        dealt = [[], []]
+        for shot in shots:
+            rank[shot.defect] = rank.get(shot.defect, -1) + 1
+            dealt[rank[shot.defect] % 2].append(shot)
+        parts = [part for part in dealt if part]
+    out = []
+    for index, part in enumerate(parts):
+        made = synthesise(images, transplant_generator(part, preset), count // len(parts), seed + 1 + index, False)
+        name = f"transplant-{'ab'[index]}" if len(parts) > 1 else "transplant"
+        out += [Anomaly(a.image, a.mask, name, a.source) for a in made]
+    return out
+
+
+def painted(images, shots: list[DefectShot], count: int, seed: int, steps: int) -> list[Anomaly]:
+    """``count`` defects painted by the from-scratch diffusion backend fitted on the shots."""
+    from synth import ScratchDefectDiffusion
+
+    generator = ScratchDefectDiffusion(train_steps=steps, seed=seed)
+    generator.fit(shots, images, progress=False)
+    start = time.perf_counter()
+    made = synthesise(images, generator, count, seed + 3, False)
+    print(f"  diffusion: fit {generator.fit_summary['train_seconds']:.0f} s ({steps} steps), painting "
+          f"{(time.perf_counter() - start) / max(1, count):.2f} s per defect", flush=True)
+    return made
+
+
+def fit_and_score(images, anomalies, test: TestSet, preset: str, seed: int, size: int) -> dict:
+    detector = HybridDetector(image_size=size, seed=seed, synth_options=preset_options(preset))
+    start = time.perf_counter()
+    detector.fit(images, anomalies, progress=False)
+    fit_s = time.perf_counter() - start
+    metrics = metrics_for(detector.predict(test.images), test)
+    per_defect = {k: round(v, 4) for k, v in metrics.pop("image_auroc_per_defect").items()}
+    pixel_per_defect = {k: round(v, 4) for k, v in metrics.pop("pixel_auroc_per_defect").items()}
+    return {**{k: round(float(metrics[k]), 4) for k in METRICS}, "per_defect": per_defect, "pixel_per_defect": pixel_per_defect,
+            "fit_s": round(fit_s, 1), "fusion": detector.state_["fusion"]["chosen"], "n_anomalies": len(anomalies)}
+
+
+def realism(images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int) -> dict[str, float]:
+    """Two-sample AUROC of each generator's defect windows against the real test defects' windows."""
+    from curate.realism import defect_windows, two_sample_auroc, window_features
+
+    defective = [i for i in range(len(real.images)) if real.labels[i] == 1 and np.any(real.masks[i] > 0)]
+    real_features = window_features(defect_windows([real.images[i] for i in defective], [real.masks[i] for i in defective]))
+    options = preset_options(preset)
+    generators = {name: make_generator(name, options, images) for name in CLASSICAL}
+    generators["transplant"] = transplant_generator(shots, preset)
+    out = {}
+    for name, generator in generators.items():
+        made = synthesise(images, generator, n, seed + 101, False)
+        features = window_features(defect_windows([a.image for a in made], [a.mask for a in made]))
+        out[name] = round(two_sample_auroc(features, real_features, seed=seed), 4)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("categories", nargs="*", type=Path, help=f"MVTec-layout categories (default: every one in {SHARED})")
+    parser.add_argument("--shots", default="0,1,3,5", help="K values: real defects per type (0: zero-shot)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--ingredients", default="transplant,transplant-halves,shots,transplant+shots",
+                        help=f"rows for K > 0, from {', '.join(INGREDIENTS)}")
+    parser.add_argument("--diffusion-steps", type=int, default=2000, help="training steps of the diffusion backend")
+    parser.add_argument("--size", type=int, default=256, help="short side of the detector's input")
+    parser.add_argument("--realism", action="store_true", help="also the two-sample test of each generator")
+    parser.add_argument("--realism-n", type=int, default=120, help="generated defects per generator in the test")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    ks = sorted({int(k) for k in args.shots.split(",")})
+    ingredients = args.ingredients.split(",")
+    unknown = set(ingredients) - set(INGREDIENTS)
+    if unknown:
+        parser.error(f"unknown ingredients {sorted(unknown)}; choose from {', '.join(INGREDIENTS)}")
+    results: list[dict] = []
+    realism_rows: dict[str, dict] = {}
+    for category in args.categories or categories_in():
+        preset = resolve_preset("auto", category)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            drawn, _, _ = split_shots(category, max(ks), seed=seed)
+            normals = load_normals(category, HybridDetector(image_size=args.size).size_rule)
+            test = without(load_test_set(category, normals.shape), {s.source for s in drawn})
+            shots = resized(drawn, normals.shape)
+            print(f"{category.name} seed {seed}: {len(normals.images)} normals {normals.shape}, {len(drawn)} shots drawn, "
+                  f"{len(test.images)} test images ({int(test.labels.sum())} defects)", flush=True)
+            if args.realism and seed == 0 and max(ks) > 0:
+                realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n)
+                print(f"  two-sample AUROC (0.5: like real): {realism_rows[category.name]}", flush=True)
+            for k in ks:
+                for ingredient in (["zero-shot"] if k == 0 else ingredients):
+                    chosen = first_shots(shots, k)
+                    anomalies: list[Anomaly] = []
+                    if "transplant" in ingredient:
+                        count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)
+                        anomalies += transplants(normals.images, chosen, preset, count, seed, ingredient == "transplant-halves")
+                    if ingredient == "diffusion":
+                        count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)
+                        anomalies += painted(normals.images, chosen, count, seed, args.diffusion_steps)
+                    if "shots" in ingredient:
+                        anomalies += [Anomaly(s.image, s.mask.astype(np.float32), "real") for s in chosen]
+                    row = fit_and_score(normals.images, anomalies, test, preset, seed, args.size)
+                    row.update(category=category.name, seed=seed, k=k, ingredient=ingredient)
+                    results.append(row)
+                    print(f"  K={k} {ingredient:>16}: " + "  ".join(f"{m} {row[m]:.4f}" for m in METRICS)
+                          + f"  fit {row['fit_s']:.0f} s  fusion {row['fusion']}", flush=True)
+                    if args.json:
+                        args.json.write_text(json.dumps({"runs": results, "realism": realism_rows}, indent=2) + "\n")
+    print()
+    print(table(results))
+    if realism_rows:
+        print("\ntwo-sample AUROC of each generator's defects against real ones (0.5: indistinguishable)")
+        names = list(next(iter(realism_rows.values())))
+        print(f"{'category':>14} " + " ".join(f"{n:>11}" for n in names))
+        for category, row in realism_rows.items():
+            print(f"{category:>14} " + " ".join(f"{row[n]:>11.3f}" for n in names))
+
+
+def table(results: list[dict]) -> str:
+    """Mean over seeds per category, K and ingredient."""
+    lines = [f"{'category':>14} {'K':>2} {'ingredient':>16} {'seeds':>5} " + " ".join(f"{m:>11}" for m in METRICS) + "   fit s"]
+    keys = sorted({(r["category"], r["k"], r["ingredient"]) for r in results})
+    for category, k, ingredient in keys:
+        runs = [r for r in results if (r["category"], r["k"], r["ingredient"]) == (category, k, ingredient)]
+        lines.append(f"{category:>14} {k:>2} {ingredient:>16} {len(runs):>5} "
+                     + " ".join(f"{np.mean([r[m] for r in runs]):>11.4f}" for m in METRICS)
+                     + f" {np.mean([r['fit_s'] for r in runs]):>7.0f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The realism measure: a classifier two-sample test on backbone features of defect windows."""
+
+import numpy as np
+import pytest
+from conftest import smooth, with_defect
+
+from curate.realism import defect_windows, two_sample_auroc, window_features
+
+
+def test_the_two_sample_auroc_is_near_half_for_one_distribution_and_near_one_for_two():
+    rng = np.random.default_rng(0)
+    same = two_sample_auroc(rng.normal(size=(60, 8)), rng.normal(size=(40, 8)))
+    apart = two_sample_auroc(rng.normal(size=(60, 8)) + 1.5, rng.normal(size=(40, 8)))
+    assert abs(same - 0.5) < 0.15 and apart > 0.95
+    with pytest.raises(ValueError, match="at least 2 windows of each kind"):
+        two_sample_auroc(rng.normal(size=(5, 8)), rng.normal(size=(1, 8)))
+
+
+def test_windows_surround_each_defect_and_their_features_tell_defects_from_plain_windows():
+    pairs = [with_defect(smooth(s, 96), s) for s in range(12)]
+    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    windows = defect_windows(images + [smooth(50, 96)], masks + [np.zeros((96, 96))], size=64)
+    assert len(windows) == 12 and all(w.shape == (64, 64, 3) for w in windows)  # the empty mask is skipped
+    # the defect sits in the window's middle: its dark pixels are there
+    assert np.mean([w[16:48, 16:48].mean() < w.mean() for w in windows]) > 0.8
+    plain = [smooth(100 + s, 96)[16:80, 16:80] for s in range(12)]
+    features = window_features(windows + plain, batch_size=8)
+    assert features.shape[0] == 24 and np.isfinite(features).all()
+    assert two_sample_auroc(features[:12], features[12:], folds=4) > 0.8
