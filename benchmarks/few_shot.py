@@ -121,7 +121,8 @@ def fit_and_score(images, anomalies, test: TestSet, preset: str, seed: int, size
     per_defect = {k: round(v, 4) for k, v in metrics.pop("image_auroc_per_defect").items()}
     pixel_per_defect = {k: round(v, 4) for k, v in metrics.pop("pixel_auroc_per_defect").items()}
     return {**{k: round(float(metrics[k]), 4) for k in METRICS}, "per_defect": per_defect, "pixel_per_defect": pixel_per_defect,
-            "fit_s": round(fit_s, 1), "fusion": detector.state_["fusion"]["chosen"], "n_anomalies": len(anomalies)}
+            "fit_s": round(fit_s, 1), "fusion": detector.state_["fusion"]["chosen"], "selection": detector.state_["fusion"],
+            "n_anomalies": len(anomalies)}
 
 
 def realism(images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int) -> dict[str, float]:

@@ -182,17 +182,22 @@ def place_shape(
     return best[1], best[2]
 
 
-def _affine(template: np.ndarray, factor: float, aspect: float, angle: float) -> np.ndarray:
-    """Scale (x by ``factor * aspect``, y by ``factor``) and rotate a 0/255 shape onto a canvas that holds it."""
-    height, width = template.shape
+def affine_canvas(height: int, width: int, factor: float, aspect: float, angle: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """The 2x3 matrix that scales a ``height`` x ``width`` picture (x by ``factor * aspect``, y by
+    ``factor``) and turns it by ``angle`` degrees, and the (width, height) of the canvas that holds it."""
     sx, sy = factor * aspect, factor
     theta = np.deg2rad(angle)
     linear = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) @ np.diag([sx, sy])
     corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64) @ linear.T
     low, high = corners.min(0), corners.max(0)
     out_w, out_h = max(1, int(np.ceil(high[0] - low[0]))), max(1, int(np.ceil(high[1] - low[1])))
-    matrix = np.hstack([linear, -low[:, None]])
-    return cv2.warpAffine(template, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
+    return np.hstack([linear, -low[:, None]]), (out_w, out_h)
+
+
+def _affine(template: np.ndarray, factor: float, aspect: float, angle: float) -> np.ndarray:
+    """Scale (x by ``factor * aspect``, y by ``factor``) and rotate a 0/255 shape onto a canvas that holds it."""
+    matrix, size = affine_canvas(*template.shape, factor, aspect, angle)
+    return cv2.warpAffine(template, matrix, size, flags=cv2.INTER_LINEAR, borderValue=0)
 
 
 def _fit_inside(shape: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .base import AnomalyGenerator, to_rgb
 from .common.mask_windows import mask_box
-from .defect_masks import place_shape
+from .defect_masks import affine_canvas, place_shape
 from .foreground import object_mask
 from .shots import DefectShot, defect_types
 
@@ -167,18 +167,10 @@ def _turn(layers: list[np.ndarray], factor: float, angle: float, limit: tuple[in
     """The layers (same HxW) scaled by ``factor`` and turned by ``angle`` onto a canvas that holds
     them, shrunk further where the canvas would not fit in ``limit`` (the image's size)."""
     height, width = layers[0].shape[:2]
-    theta = np.deg2rad(angle)
-    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64) @ rotation.T
-    extent = corners.max(0) - corners.min(0)
-    factor = min(factor, (limit[1] - 2) / max(extent[0], 1.0), (limit[0] - 2) / max(extent[1], 1.0))
-    linear = rotation * factor
-    corners = corners * factor
-    low = corners.min(0)
-    out_w = max(1, int(np.ceil(corners.max(0)[0] - low[0])))
-    out_h = max(1, int(np.ceil(corners.max(0)[1] - low[1])))
-    matrix = np.hstack([linear, -low[:, None]])
-    return [cv2.warpAffine(layer, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    _, (unit_w, unit_h) = affine_canvas(height, width, 1.0, 1.0, angle)
+    factor = min(factor, (limit[1] - 2) / unit_w, (limit[0] - 2) / unit_h)
+    matrix, size = affine_canvas(height, width, factor, 1.0, angle)
+    return [cv2.warpAffine(layer, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             for layer in layers]
 
 
