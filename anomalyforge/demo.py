@@ -132,10 +132,8 @@ class DemoData:
     """Data a recipe names instead of a folder: where it comes from, how to lay it out in a run."""
 
     description: str
-    license: str
     preset: str
-    real_defects: bool
-    write: Callable[[Path, int], tuple[Path, Path | None]]  # (folder, seed) -> training folder, test folder
+    write: Callable[[Path, int], tuple[Path, Path | None]]  # (folder, seed) -> training folder, test folder (None: none)
     check: Callable[[], object] = lambda: None  # raises DemoDataMissing when the data is not installed
 
 
@@ -146,9 +144,8 @@ def _write_tiles(folder: Path, seed: int) -> tuple[Path, None]:
 DEMO_DATA = {
     "elpv": DemoData(
         "electroluminescence images of mono solar cells (elpv-dataset): good cells for training, held-back good "
-        "cells and cells labelled defective for the test", "CC-BY-NC-SA-4.0 (elpv-dataset)", "texture", True,
-        lambda folder, seed: write_solar_cells(folder, seed), lambda: elpv_root(),
+        "cells and cells labelled defective for the test", "texture", write_solar_cells,
+        lambda: elpv_root(),  # looked up when called: tests stand a small folder in for the package
     ),
-    "embedded": DemoData("the embedded demo tiles (scikit-image texture photos)", "BSD-3-Clause (scikit-image sample data)",
-                         "texture", False, _write_tiles),
+    "embedded": DemoData("the embedded demo tiles (scikit-image texture photos)", "texture", _write_tiles),
 }

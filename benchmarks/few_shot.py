@@ -61,13 +61,6 @@ def first_shots(shots: list[DefectShot], k: int) -> list[DefectShot]:
     return out
 
 
-def without(test: TestSet, paths: set[str]) -> TestSet:
-    keep = [i for i, p in enumerate(test.paths) if str(p) not in paths]
-    return TestSet([test.images[i] for i in keep], [test.masks[i] for i in keep], test.labels[keep],
-                   [test.defects[i] for i in keep], [test.paths[i] for i in keep], test.skipped,
-                   None if test.has_mask is None else test.has_mask[keep])
-
-
 def resized(shots: list[DefectShot], shape: tuple[int, int]) -> list[DefectShot]:
     """The shots at the detector's input shape, the scale the normal and test images are seen at."""
     return [DefectShot(resize_to(s.image, shape), resize_mask_to((s.mask > 0).astype(np.float32), shape), s.defect, s.source)
@@ -167,22 +160,21 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             drawn, _, _ = split_shots(category, max(ks), seed=seed)
             normals = load_normals(category, HybridDetector(image_size=args.size).size_rule)
-            test = without(load_test_set(category, normals.shape), {s.source for s in drawn})
+            test = load_test_set(category, normals.shape, exclude=[s.source for s in drawn])
             shots = resized(drawn, normals.shape)
             print(f"{category.name} seed {seed}: {len(normals.images)} normals {normals.shape}, {len(drawn)} shots drawn, "
                   f"{len(test.images)} test images ({int(test.labels.sum())} defects)", flush=True)
             if args.realism and seed == 0 and max(ks) > 0:
                 realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n)
                 print(f"  two-sample AUROC (0.5: like real): {realism_rows[category.name]}", flush=True)
+            count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)  # as one classical generator makes
             for k in ks:
                 for ingredient in (["zero-shot"] if k == 0 else ingredients):
                     chosen = first_shots(shots, k)
                     anomalies: list[Anomaly] = []
                     if "transplant" in ingredient:
-                        count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)
                         anomalies += transplants(normals.images, chosen, preset, count, seed, ingredient == "transplant-halves")
                     if ingredient == "diffusion":
-                        count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)
                         anomalies += painted(normals.images, chosen, count, seed, args.diffusion_steps)
                     if "shots" in ingredient:
                         anomalies += [Anomaly(s.image, s.mask.astype(np.float32), "real") for s in chosen]

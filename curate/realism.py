@@ -11,6 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from synth.base import to_rgb
 from synth.common.mask_windows import defect_window
 
 WINDOW = 96  # side of the defect windows the backbone sees
@@ -24,9 +25,8 @@ def defect_windows(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], si
         if not np.any(np.asarray(mask) > 0):
             continue
         y0, y1, x0, x1 = defect_window(np.asarray(mask) > 0, context=context, min_size=16)
-        window = image[y0:y1, x0:x1]
-        window = window if window.ndim == 3 else cv2.cvtColor(window, cv2.COLOR_GRAY2RGB)
-        out.append(cv2.resize(np.ascontiguousarray(window), (size, size), interpolation=cv2.INTER_AREA))
+        window = to_rgb(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        out.append(cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA))
     return out
 
 

@@ -137,11 +137,7 @@ class DefectMaskSampler:
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
         """A boolean HxW mask for ``image`` and what was drawn to make it."""
         height, width = image.shape[:2]
-        allowed = None
-        if self.background is not None:
-            allowed = object_mask(image, self.background, self.background_threshold)
-            if not allowed.any():
-                allowed = None
+        allowed = placement_area(image, self.background, self.background_threshold)
 
         def draw() -> tuple[np.ndarray, dict[str, Any]]:
             shape, params = self.shape((height, width), rng)
@@ -151,6 +147,15 @@ class DefectMaskSampler:
         if allowed is not None and (mask & allowed).any():
             mask &= allowed
         return mask, params
+
+
+def placement_area(image: np.ndarray, background: str | float | tuple[float, ...] | None, threshold: float) -> np.ndarray | None:
+    """Where a new defect may go: the image's object (see :func:`~synth.object_mask`), or ``None``
+    (anywhere) without a ``background`` or where no object is found."""
+    if background is None:
+        return None
+    allowed = object_mask(image, background, threshold)
+    return allowed if allowed.any() else None
 
 
 def place_shape(

@@ -18,8 +18,7 @@ import numpy as np
 
 from .base import AnomalyGenerator, to_rgb
 from .common.mask_windows import mask_box
-from .defect_masks import affine_canvas, place_shape
-from .foreground import object_mask
+from .defect_masks import affine_canvas, place_shape, placement_area
 from .shots import DefectShot, defect_types
 
 BLENDS = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}
@@ -127,9 +126,7 @@ class DefectTransplant(AnomalyGenerator):
         index = of_type[int(rng.integers(len(of_type)))]
         patch, defect_mask, ring = self._cut(self.shots[index])
         height, width = image.shape[:2]
-        allowed = object_mask(image, self.background, self.background_threshold) if self.background is not None else None
-        if allowed is not None and not allowed.any():
-            allowed = None
+        allowed = placement_area(image, self.background, self.background_threshold)
 
         def draw() -> tuple[np.ndarray, dict[str, Any]]:
             factor = float(rng.uniform(*self.scale))
