@@ -159,9 +159,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     options.update(image_size=args.size, aspect=args.aspect)
+    shots = None
+    if args.shots_from:
+        from synth import split_shots
+
+        shots, _, _ = split_shots(args.shots_from, args.shots, seed=options.get("seed", 0))
+        if not shots:
+            raise ValueError(f"--shots-from {args.shots_from}: no readable defect shots")
+        print(f"{len(shots)} real defects from {args.shots_from}: keep them out of the test set "
+              f"({', '.join(Path(s.source).name for s in shots[:5])}{', ...' if len(shots) > 5 else ''})")
     info = train_detector(
         args.detector, normals_dir, args.out, anomalies_dir, options, synth=args.synth, preset=args.preset,
         textures=args.textures, reference=not args.no_reference, progress=not args.quiet, target_fpr=args.target_fpr,
+        shots=shots,
     )
     if info is None:  # under `accelerate launch`, one process writes the run
         return 0
@@ -469,6 +479,10 @@ def _train_parser(sub: Any) -> None:
     train.add_argument("--seed", type=int, default=None, help="seed of the data split, anomalies and training (default 0)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="detector options, e.g. hidden=512")
     train.add_argument("--no-reference", action="store_true", help="do not fit the normal-only kNN reference")
+    train.add_argument("--shots-from", default=None, metavar="DIR",
+                       help="MVTec-layout folder with a few real defects (test/<defect>/, ground_truth/): the hybrid "
+                            "transplants --shots of each type (drawn with --seed) onto the normal images")
+    train.add_argument("--shots", type=_positive, default=3, help="real defects per type drawn from --shots-from (default 3)")
     train.add_argument("--target-fpr", type=_open_probability, default=0.01,
                        help="decision threshold: at most this share of held-out normal images flagged (default 0.01)")
     _device_and_quiet(train)

@@ -126,11 +126,29 @@ def step_normals(ctx: RunContext) -> dict[str, Any]:
     return outputs
 
 
-def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
-    """Learn the real defect types from a few shots with a diffusion model (few-shot recipes)."""
-    from synth.diffusion import fit_defects
+def recipe_shots(ctx: RunContext) -> tuple[list, list, dict[str, str]]:
+    """The few real defects of a few-shot recipe, drawn from ``fit_defects.data`` with the run's seed
+    (the same draw for every step that needs them), the test images left, and the unreadable files."""
+    from synth import split_shots
 
     fit = ctx.recipe["fit_defects"]
+    shots, held_out, skipped = split_shots(fit["data"], fit["shots"], seed=ctx.seed, defects=fit["defects"])
+    if not shots:
+        raise ValueError(f"{fit['data']}: no readable defect shots")
+    return shots, held_out, skipped
+
+
+def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
+    """Draw a few real defects per type and learn them with a diffusion model (few-shot recipes;
+    ``backend: none`` draws them for the detector only)."""
+    from synth.diffusion import fit_defects
+    from synth.shots import defect_types
+
+    fit = ctx.recipe["fit_defects"]
+    if fit["backend"] == "none":
+        shots, held_out, skipped = recipe_shots(ctx)
+        return {"model": None, "defects": defect_types(shots), "shots": [str(s.source) for s in shots],
+                "n_held_out": len(held_out), "skipped_files": skipped, "train_seconds": None}
     fitted = fit_defects(
         fit["data"], ctx.root / "defects", fit["backend"], fit["shots"], fit["defects"], ctx.train_dir, fit["options"],
         preset=ctx.recipe["data"]["preset"], seed=ctx.seed, preview=fit["preview"], progress=ctx.progress,
@@ -205,20 +223,21 @@ def step_train(ctx: RunContext) -> dict[str, Any]:
 
     train = dict(ctx.recipe["train"])
     kind, reference, target_fpr = train.pop("detector"), train.pop("reference"), train.pop("target_fpr")
+    give_shots = train.pop("shots") and ctx.recipe["fit_defects"]["enabled"] and detector_class(kind).uses_shots
     # the curated (or generated) dataset is the training anomalies of a detector that learns from them
     anomalies = ctx.anomalies_dir if detector_class(kind).uses_anomalies else None
     shutil.rmtree(ctx.root / "detector", ignore_errors=True)  # what an interrupted attempt wrote
     info = train_detector(
         kind, ctx.train_dir, ctx.root / "detector", anomalies, {"seed": ctx.seed, **train}, preset=ctx.recipe["data"]["preset"],
         textures=ctx.recipe["generate"]["generators"].get("draem", {}).get("texture_dir"), reference=reference,
-        progress=ctx.progress, target_fpr=target_fpr,
+        progress=ctx.progress, target_fpr=target_fpr, shots=recipe_shots(ctx)[0] if give_shots else None,
     )
     if info is None:
         raise RuntimeError("recipes run in one process; use `anomalyforge train` under accelerate launch")
     return {"checkpoint": str(ctx.root / "detector" / "model"), "n_normal": info["n_normal"],
             "n_anomalies": info["n_ready_anomalies"], "train_seconds": info["train_seconds"],
             "reference_train_seconds": info.get("reference_train_seconds"), "calibration": info.get("calibration"),
-            "fusion": info.get("fusion"),
+            "fusion": info.get("fusion"), "n_shots": info.get("n_shots", 0),
             "reference": str(ctx.root / "detector" / "reference") if "reference" in info else None}
 
 

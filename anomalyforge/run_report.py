@@ -42,6 +42,27 @@ def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) and np.isfinite(value) else html.escape(str(value if value is not None else "–"))
 
 
+def _shots_check(trained: dict[str, Any]) -> list[str]:
+    """What the detector made of the real defects: transplanted, and scored by heads that had not seen
+    them (the hybrid's fusion record), at the chosen weights."""
+    fusion = (trained or {}).get("fusion") or {}
+    check, chosen = fusion.get("shots"), fusion.get("chosen")
+    if not trained or not trained.get("n_shots"):
+        return []
+    line = (f"<p>The detector transplanted the {trained['n_shots']} real defects onto normal images (two halves, "
+            "each one of the generators its fusion check leaves out)")
+    if check and chosen:
+        weights = fusion["weights"]
+        pixel = check["pixel_auroc"][weights.index(chosen["map"])]
+        image = check["image_auroc"][weights.index(chosen["image"])]
+        alone = weights.index(0.0) if 0.0 in weights else None
+        line += (f". Scored by heads trained without their transplants, against held-out normal images, the real defects "
+                 f"reach pixel AUROC {pixel:.3f} and image AUROC {image:.3f} at the chosen weights"
+                 + (f" (memory alone: {check['pixel_auroc'][alone]:.3f} and {check['image_auroc'][alone]:.3f})" if alone is not None else "")
+                 + f"; they weigh {check['share']:.0%} in the choice of the weights")
+    return [line + ".</p>"]
+
+
 def _link(target: Path, report_dir: Path, text: str | None = None) -> str:
     try:
         href = Path("..") / target.relative_to(report_dir.parent)
@@ -207,14 +228,14 @@ def write_run_report(ctx: RunContext) -> Path:
 
     fit = ctx.outputs("fit_defects")
     if fit:
-        preview = Path(fit["model"]) / "preview.png"
-        if preview.exists():
+        preview = Path(fit["model"]) / "preview.png" if fit.get("model") else None
+        if preview is not None and preview.exists():
             shutil.copy2(preview, out_dir / "defects.png")
-        parts += [
-            "<h2>Few-shot defects</h2>",
-            f"<p>A diffusion model learned {len(fit['defects'])} defect types ({html.escape(', '.join(fit['defects']))}) "
-            f"from {len(fit['shots'])} real defects; these images are left out of the evaluation.</p>",
-        ]
+        types = f"{len(fit['defects'])} defect types ({html.escape(', '.join(fit['defects']))})"
+        learned = (f"A diffusion model learned {types} from {len(fit['shots'])} real defects" if fit.get("model")
+                   else f"{len(fit['shots'])} real defects of {types} were drawn")
+        parts += ["<h2>Few-shot defects</h2>", f"<p>{learned}; these images are left out of the evaluation.</p>"]
+        parts += _shots_check(ctx.outputs("train"))
         if (out_dir / "defects.png").exists():
             parts.append("<p>Each row: the real shots of a type, then defects the model painted.</p>"
                          "<img src='defects.png' alt='real shots and generated defects'>")

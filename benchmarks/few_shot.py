@@ -3,6 +3,7 @@
     python -m benchmarks.few_shot                                   # every shared category, K = 0,1,3,5, seeds 0,1,2
     python -m benchmarks.few_shot ../shared/data/magnetic_tile --shots 0,3 --seeds 0
     python -m benchmarks.few_shot ../shared/data/screw --ingredients transplant --realism
+    python -m benchmarks.few_shot --shots 3 --seeds 0 --ingredients "" --realism --realism-diffusion 2000
 
 Per category and seed:
 
@@ -10,7 +11,9 @@ Per category and seed:
    smaller K are the first K of them. Every shot of the largest K is left out of the test, so
    every row is scored on the same test images.
 2. K = 0 is the default hybrid, trained on its own synthetic anomalies only (zero-shot).
-3. For K > 0, each ingredient is a row: ``transplant`` (the shots' defects moved onto the normal
+3. For K > 0, each ingredient is a row: ``fit-shots`` (the shots given to the hybrid's ``fit``, as a
+   user's are: it transplants them in two halves and validates its fusion weights on them too;
+   see ``detectors.hybrid``), ``transplant`` (the shots' defects moved onto the normal
    training images by :class:`synth.DefectTransplant`, as many as one classical generator makes),
    ``transplant-halves`` (the same, with each type's shots dealt into two halves whose transplants
    the hybrid sees as two generators: its fusion weights are then chosen on transplants of shots
@@ -21,6 +24,8 @@ Per category and seed:
 4. Image AUROC, pixel AUROC, pixel AP and AU-PRO on the real test split, the fit's seconds.
 5. ``--realism``: the classifier two-sample test (``curate.realism``) of each generator's defects
    against the held-out real defects (seed 0, the largest K's shots): 0.5 = indistinguishable.
+   ``--realism-diffusion 2000`` adds the diffusion backend fitted for that many steps (its fit's
+   seconds are printed: the few-shot recipe's cost); ``--ingredients ""`` skips the detector rows.
 
 Nothing is chosen on the test images: every option is the default.
 """
@@ -47,7 +52,7 @@ from .shared_data import SHARED
 from .shared_data import categories as categories_in
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
-INGREDIENTS = ("transplant", "transplant-halves", "shots", "transplant+shots", "diffusion")
+INGREDIENTS = ("fit-shots", "transplant", "transplant-halves", "shots", "transplant+shots", "diffusion")
 CLASSICAL = ("cutpaste", "nsa", "draem")
 
 
@@ -68,8 +73,7 @@ def resized(shots: list[DefectShot], shape: tuple[int, int]) -> list[DefectShot]
 
 
 def transplant_generator(shots: list[DefectShot], preset: str) -> DefectTransplant:
-    background = preset_options(preset).get("nsa", {}).get("background")
-    return DefectTransplant(shots, background=background)
+    return DefectTransplant(shots, **preset_options(preset)["transplant"])
 
 
 def transplants(images, shots: list[DefectShot], preset: str, count: int, seed: int, halves: bool) -> list[Anomaly]:
@@ -92,23 +96,32 @@ def transplants(images, shots: list[DefectShot], preset: str, count: int, seed: 
     return out
 
 
-def painted(images, shots: list[DefectShot], count: int, seed: int, steps: int) -> list[Anomaly]:
-    """``count`` defects painted by the from-scratch diffusion backend fitted on the shots."""
+def fitted_diffusion(images, shots: list[DefectShot], preset: str, seed: int, steps: int):
+    """The from-scratch diffusion backend fitted on the shots with its defaults (``steps`` training
+    steps); its fit's seconds are printed."""
     from synth import ScratchDefectDiffusion
 
-    generator = ScratchDefectDiffusion(train_steps=steps, seed=seed)
+    generator = ScratchDefectDiffusion(train_steps=steps, seed=seed, **preset_options(preset)["diffusion"])
     generator.fit(shots, images, progress=False)
+    print(f"  diffusion: fit {generator.fit_summary['train_seconds']:.0f} s ({steps} steps, {len(shots)} shots)", flush=True)
+    return generator
+
+
+def painted(images, shots: list[DefectShot], preset: str, count: int, seed: int, steps: int) -> list[Anomaly]:
+    """``count`` defects painted by the from-scratch diffusion backend fitted on the shots."""
+    generator = fitted_diffusion(images, shots, preset, seed, steps)
     start = time.perf_counter()
     made = synthesise(images, generator, count, seed + 3, False)
-    print(f"  diffusion: fit {generator.fit_summary['train_seconds']:.0f} s ({steps} steps), painting "
-          f"{(time.perf_counter() - start) / max(1, count):.2f} s per defect", flush=True)
+    print(f"  diffusion: painting {(time.perf_counter() - start) / max(1, count):.2f} s per defect", flush=True)
     return made
 
 
-def fit_and_score(images, anomalies, test: TestSet, preset: str, seed: int, size: int) -> dict:
-    detector = HybridDetector(image_size=size, seed=seed, synth_options=preset_options(preset))
+def fit_and_score(
+    images, anomalies, test: TestSet, preset: str, seed: int, size: int, shots: list[DefectShot] | None = None, **options,
+) -> dict:
+    detector = HybridDetector(image_size=size, seed=seed, synth_options=preset_options(preset), **options)
     start = time.perf_counter()
-    detector.fit(images, anomalies, progress=False)
+    detector.fit(images, anomalies, progress=False, shots=shots)
     fit_s = time.perf_counter() - start
     metrics = metrics_for(detector.predict(test.images), test)
     per_defect = {k: round(v, 4) for k, v in metrics.pop("image_auroc_per_defect").items()}
@@ -118,8 +131,11 @@ def fit_and_score(images, anomalies, test: TestSet, preset: str, seed: int, size
             "n_anomalies": len(anomalies)}
 
 
-def realism(images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int) -> dict[str, float]:
-    """Two-sample AUROC of each generator's defect windows against the real test defects' windows."""
+def realism(
+    images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int, diffusion_steps: list[int] = (),
+) -> dict[str, float]:
+    """Two-sample AUROC of each generator's defect windows against the real test defects' windows
+    (with ``diffusion_steps``, of the diffusion backend fitted for each number of steps too)."""
     from curate.realism import defect_windows, two_sample_auroc, window_features
 
     defective = [i for i in range(len(real.images)) if real.labels[i] == 1 and np.any(real.masks[i] > 0)]
@@ -127,6 +143,8 @@ def realism(images, shots: list[DefectShot], real: TestSet, preset: str, seed: i
     options = preset_options(preset)
     generators = {name: make_generator(name, options, images) for name in CLASSICAL}
     generators["transplant"] = transplant_generator(shots, preset)
+    for steps in diffusion_steps:
+        generators[f"diffusion-{steps}"] = fitted_diffusion(images, shots, preset, seed, steps)
     out = {}
     for name, generator in generators.items():
         made = synthesise(images, generator, n, seed + 101, False)
@@ -140,16 +158,20 @@ def main() -> None:
     parser.add_argument("categories", nargs="*", type=Path, help=f"MVTec-layout categories (default: every one in {SHARED})")
     parser.add_argument("--shots", default="0,1,3,5", help="K values: real defects per type (0: zero-shot)")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--ingredients", default="transplant,transplant-halves,shots,transplant+shots",
+    parser.add_argument("--ingredients", default="fit-shots,transplant,transplant-halves,shots,transplant+shots",
                         help=f"rows for K > 0, from {', '.join(INGREDIENTS)}")
     parser.add_argument("--diffusion-steps", type=int, default=2000, help="training steps of the diffusion backend")
     parser.add_argument("--size", type=int, default=256, help="short side of the detector's input")
+    parser.add_argument("--shot-share", type=float, default=None, help="the hybrid's shot_share in the fit-shots rows "
+                        "(default: the hybrid's default)")
     parser.add_argument("--realism", action="store_true", help="also the two-sample test of each generator")
     parser.add_argument("--realism-n", type=int, default=120, help="generated defects per generator in the test")
+    parser.add_argument("--realism-diffusion", default="", help="training steps of the diffusion fits in the realism "
+                        "test, e.g. 2000 or 2000,4000 (each fit takes minutes on a CPU; none by default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ks = sorted({int(k) for k in args.shots.split(",")})
-    ingredients = args.ingredients.split(",")
+    ingredients = [name for name in args.ingredients.split(",") if name]  # none: the realism table alone
     unknown = set(ingredients) - set(INGREDIENTS)
     if unknown:
         parser.error(f"unknown ingredients {sorted(unknown)}; choose from {', '.join(INGREDIENTS)}")
@@ -165,8 +187,10 @@ def main() -> None:
             print(f"{category.name} seed {seed}: {len(normals.images)} normals {normals.shape}, {len(drawn)} shots drawn, "
                   f"{len(test.images)} test images ({int(test.labels.sum())} defects)", flush=True)
             if args.realism and seed == 0 and max(ks) > 0:
-                realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n)
+                steps = [int(v) for v in args.realism_diffusion.split(",") if v]
+                realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n, steps)
                 print(f"  two-sample AUROC (0.5: like real): {realism_rows[category.name]}", flush=True)
+                save(args.json, results, realism_rows)
             count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)  # as one classical generator makes
             for k in ks:
                 for ingredient in (["zero-shot"] if k == 0 else ingredients):
@@ -175,16 +199,17 @@ def main() -> None:
                     if "transplant" in ingredient:
                         anomalies += transplants(normals.images, chosen, preset, count, seed, ingredient == "transplant-halves")
                     if ingredient == "diffusion":
-                        anomalies += painted(normals.images, chosen, count, seed, args.diffusion_steps)
-                    if "shots" in ingredient:
+                        anomalies += painted(normals.images, chosen, preset, count, seed, args.diffusion_steps)
+                    if ingredient in ("shots", "transplant+shots"):
                         anomalies += [Anomaly(s.image, s.mask.astype(np.float32), "real") for s in chosen]
-                    row = fit_and_score(normals.images, anomalies, test, preset, seed, args.size)
+                    given = chosen if ingredient == "fit-shots" else None
+                    options = {"shot_share": args.shot_share} if given and args.shot_share is not None else {}
+                    row = fit_and_score(normals.images, anomalies, test, preset, seed, args.size, given, **options)
                     row.update(category=category.name, seed=seed, k=k, ingredient=ingredient)
                     results.append(row)
                     print(f"  K={k} {ingredient:>16}: " + "  ".join(f"{m} {row[m]:.4f}" for m in METRICS)
                           + f"  fit {row['fit_s']:.0f} s  fusion {row['fusion']}", flush=True)
-                    if args.json:
-                        args.json.write_text(json.dumps({"runs": results, "realism": realism_rows}, indent=2) + "\n")
+                    save(args.json, results, realism_rows)
     print()
     print(table(results))
     if realism_rows:
@@ -193,6 +218,12 @@ def main() -> None:
         print(f"{'category':>14} " + " ".join(f"{n:>11}" for n in names))
         for category, row in realism_rows.items():
             print(f"{category:>14} " + " ".join(f"{row[n]:>11.3f}" for n in names))
+
+
+def save(path: Path | None, results: list[dict], realism_rows: dict[str, dict]) -> None:
+    """Everything measured so far, rewritten after each row: an interrupted run keeps its rows."""
+    if path:
+        path.write_text(json.dumps({"runs": results, "realism": realism_rows}, indent=2) + "\n")
 
 
 def table(results: list[dict]) -> str:

@@ -16,10 +16,11 @@ from safetensors.torch import load_file, save_file
 from synth.common.files import atomic_path, write_atomic
 from synth.common.params import Configurable
 from synth.common.saved import read_saved_config
+from synth.shots import DefectShot
 
 from .calibration import normalize
 from .registry import DETECTORS
-from .sizing import STRIDE, Aspect, SizeRule, resize_to
+from .sizing import STRIDE, Aspect, SizeRule, resize_mask_to, resize_to
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -46,6 +47,15 @@ class Anomaly:
     source: int | None = None
 
 
+def shot_at(shot: DefectShot, shape: tuple[int, int]) -> DefectShot:
+    """A real defect at a detector's input shape; a defect too small to survive nearest-neighbour
+    resizing keeps every input pixel it touches."""
+    mask = resize_mask_to(shot.mask > 0, shape)
+    if not mask.any():
+        mask = (resize_to((shot.mask > 0).astype(np.float32), shape) > 0).astype(np.uint8)
+    return DefectShot(resize_to(shot.image, shape), mask, shot.defect, shot.source)
+
+
 class Detector(Configurable, ABC):
     """Base class. Parameters live in ``__init__`` (no work there); ``fit`` builds and trains the model.
 
@@ -70,6 +80,8 @@ class Detector(Configurable, ABC):
     # a detector that keeps some normal images out of its own fit sets ``held_out_scores_`` (normal and
     # synthetic-anomaly image scores on them) for calibration; others are calibrated on images held out for them
     holds_out_normals: ClassVar[bool] = False
+    # it learns from a few real defects given to ``fit`` (``shots``); others refuse them
+    uses_shots: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -160,11 +172,16 @@ class Detector(Configurable, ABC):
         images: Sequence[np.ndarray],
         anomalies: Sequence[Anomaly] | None = None,
         progress: bool = True,
+        shots: Sequence[DefectShot] | None = None,
     ) -> "Detector":
         """Train on defect-free ``images`` (and, for detectors that use them, synthetic ``anomalies``
-        in addition to those drawn from the detector's own generators)."""
+        in addition to those drawn from the detector's own generators, and a few real defects,
+        ``shots``)."""
         if len(images) == 0:
             raise ValueError("fit needs at least one normal image")
+        if shots and not self.uses_shots:
+            learners = [name for name in DETECTORS.names() if DETECTORS.get(name).uses_shots]
+            raise ValueError(f"a {self.kind} detector does not learn from real defects (shots); {', '.join(learners)} does")
         shape = self.size_rule.shape_for([np.shape(image)[:2] for image in images])
         torch.manual_seed(self.seed)
         self.state_ = {"input_shape": list(shape)}
@@ -174,7 +191,10 @@ class Detector(Configurable, ABC):
             Anomaly(resize_to(a.image, shape), resize_to(np.asarray(a.mask, np.float32), shape), a.generator, a.source)
             for a in anomalies or []
         ]
-        self._fit(images, ready, progress)
+        if self.uses_shots:
+            self._fit(images, ready, progress, shots=[shot_at(shot, shape) for shot in shots or []])
+        else:
+            self._fit(images, ready, progress)
         self.state_["fitted"] = True
         return self
 

@@ -19,6 +19,17 @@ made on them, leaving each generator out of the head's training in turn and scor
 kind it has not seen. ``w`` is the smallest weight within 0.002 of the best mean validation AUROC.
 A head that does not generalise falls back to the memory.
 
+A few real defects (``fit(shots=...)``) are transplanted onto the normal images
+(:class:`synth.DefectTransplant`), as many as one generator makes, the shots dealt into two halves
+(``transplant-a``, ``transplant-b``) that are left out in turn like any generator. The real defects
+themselves are scored too: each half with the heads trained without its transplants, against the
+held-out normals, and the curves are recorded (``fusion["shots"]``), a check on real defects that
+no head was trained on. They weigh ``shot_share`` in the choice of the weights (less with fewer than
+``SHOTS_FOR_FULL_SHARE`` shots, so that a few cannot decide alone); by default nothing, because a
+few real defects are often all found whatever the weight, and their flat curves then pulled the
+choice towards the memory alone and cost pixel AP on every category measured (docs/measurements.md).
+They never train a head.
+
 The image score is the mean of the top 1 % of a second fused map, ``z_memory + w_image * z_image``,
 whose head sees only the distance map: a learned spatial filter of the memory's evidence. Trained on
 the same synthetic anomalies, it cannot fit their appearance, only the shape of the memory's
@@ -42,7 +53,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synth.common.mask_windows import start_range
-from synth.common.random_streams import HYBRID_PARTS, HYBRID_UNKNOWN_SOURCE, epoch_generator, stream
+from synth.common.random_streams import HYBRID_PARTS, HYBRID_TRANSPLANTS, HYBRID_UNKNOWN_SOURCE, epoch_generator, stream
+from synth.registry import parse_weights
+from synth.shots import DefectShot, shot_halves
 
 from .base import Anomaly
 from .features import PatchFeatures, downsample_mask, gaussian_blur, patch_maps, to_batch, top_mean
@@ -58,6 +71,8 @@ from .training import rank_steps, train_loop
 
 HELD_OUT = 2  # the part of the normal images kept for calibration and selection (folds are 0 and 1)
 PARTS = (0, 1, HELD_OUT)
+TRANSPLANT_GROUPS = ("transplant-a", "transplant-b")  # the generators of the transplants of each half of the shots
+SHOTS_FOR_FULL_SHARE = 10  # real defects that weigh ``shot_share`` in the choice of the fusion weights; fewer weigh less
 
 
 @dataclass
@@ -69,6 +84,8 @@ class _FitData:
     pool_group: np.ndarray  # each training anomaly's generator
     data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # by kind: patch maps, residuals, distances
     masks: torch.Tensor  # the anomalies' masks on the feature grid
+    shot_group: np.ndarray  # each real defect's transplant group: the head validated on it has not seen its transplants
+    shot_masks: torch.Tensor  # the real defects' masks on the feature grid
     # indices of the training and held-out normal images and anomalies (derived from the parts)
     train_normals: np.ndarray = field(init=False)
     held_normals: np.ndarray = field(init=False)
@@ -205,6 +222,9 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         fusion_weights: the head weights to choose from; ``0`` is the memory alone.
         select: ``"leave-one-generator-out"`` (default; needs two generators) or ``"fixed"``
             (``fixed_weight`` for both the map and the image score).
+        shot_share: the weight of the real defects given to ``fit`` in the choice of the fusion weights
+            (the synthetic anomalies' validation weighs the rest), reached with ``SHOTS_FOR_FULL_SHARE``
+            shots and scaled down with fewer; 0 (default): they are scored and recorded only.
         gain_share, tolerance: the chosen weight is the smallest one whose validation AUROC (mean over
             the left-out generators) comes within ``tolerance`` of the best, or reaches ``gain_share``
             of the best gain over the memory alone (``gain_share=0.5``: the knee of the curve).
@@ -239,6 +259,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
 
     kind = "hybrid"
     holds_out_normals = True
+    uses_shots = True
     exportable = True
 
     def __init__(
@@ -252,6 +273,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         fixed_weight: float = 1.0,
         gain_share: float = 1.0,
         tolerance: float = 0.002,
+        shot_share: float = 0.0,
         hidden: int = 256,
         head_inputs: Sequence[str] = HEAD_INPUTS,
         head_context: Sequence[int] = (2, 4, 8),
@@ -279,6 +301,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             raise ValueError(f"gain_share must be in (0, 1], got {gain_share}")
         if not 0.0 <= tolerance < 1.0:
             raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+        if not 0.0 <= shot_share <= 1.0:
+            raise ValueError(f"shot_share must be in [0, 1], got {shot_share}")
         if not 0.0 < top_k <= 1.0:
             raise ValueError(f"top_k must be in (0, 1], got {top_k}")
         if self.batch_size < 2:
@@ -301,6 +325,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         self.fixed_weight = fixed_weight
         self.gain_share = gain_share
         self.tolerance = tolerance
+        self.shot_share = shot_share
         self.hidden = hidden
         self.head_inputs = [str(name) for name in head_inputs]
         self.head_context = [int(d) for d in head_context]
@@ -349,15 +374,21 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         part[order[n_held:]] = np.arange(n - n_held) % 2
         return part
 
-    def _fit(self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool) -> None:
+    def _fit(
+        self, images: Sequence[np.ndarray], anomalies: list[Anomaly], progress: bool, shots: Sequence[DefectShot] = (),
+    ) -> None:
         device = self._torch_device()
         self.model_.to(device)
         part = self._split(len(images))
-        pool, pool_part, pool_group = self._anomaly_pool(images, anomalies, part, progress)
-        normal_maps, anomaly_maps, masks = self._patch_maps(images, pool, device, progress)
-        banks = self._memory_banks(normal_maps, part, device, progress)
-        data = self._memory_inputs(normal_maps, anomaly_maps, part, pool_part, banks, device, progress)
-        fit = _FitData(part, pool_part, pool_group, data, masks)
+        halves = dict(zip(TRANSPLANT_GROUPS if len(shots) > 1 else ("transplant",), shot_halves(shots)))
+        pool, pool_part, pool_group = self._anomaly_pool(images, anomalies, part, halves, progress)
+        real = [Anomaly(shot.image, shot.mask, group) for group, half in halves.items() for shot in half]
+        maps, masks = self._patch_maps({"normal": images, "anomaly": pool, "shot": real}, device, progress)
+        banks = self._memory_banks(maps["normal"], part, device, progress)
+        parts = {"normal": part, "anomaly": pool_part, "shot": np.full(len(real), HELD_OUT)}
+        data = self._memory_inputs(maps, parts, banks, device, progress)
+        shot_group = np.array([a.generator for a in real], dtype=object)
+        fit = _FitData(part, pool_part, pool_group, data, masks["anomaly"], shot_group, masks["shot"])
         weights, selection = self._choose_fusion_weights(fit, progress)
         history = self._train_heads(fit, weights, progress)
         self.model_.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
@@ -372,6 +403,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             "bank_size": int(len(self.model_.memory_bank)),
             "n_normal": len(images), "n_held_out": int(len(fit.held_normals)),
             "n_anomalies": int(len(fit.train_anomalies)), "n_validation_anomalies": int(len(fit.held_anomalies)),
+            "n_shots": len(real),
             "fusion": selection, "loss_history": history,
         })
 
@@ -379,15 +411,18 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         return {"fusion": self.state_.get("fusion")}
 
     def _anomaly_pool(
-        self, images: Sequence[np.ndarray], anomalies: list[Anomaly], part: np.ndarray, progress: bool,
+        self, images: Sequence[np.ndarray], anomalies: list[Anomaly], part: np.ndarray, halves: dict[str, list[DefectShot]],
+        progress: bool,
     ) -> tuple[list[Anomaly], np.ndarray, np.ndarray]:
-        """The training anomalies (those given, then the synthetic ones), each one's part (its source
-        image's; one of unknown source is a training sample) and generator."""
+        """The training anomalies (those given, the synthetic ones, then the real defects' transplants,
+        by half), each one's part (its source image's; one of unknown source is a training sample)
+        and generator."""
         n = len(images)
         generator = self.make_generator(images)
         pool = list(anomalies)
         if generator is not None:
             pool += synthesise(images, generator, self.anomalies_per_image * n, self.seed, progress)
+        pool += self._transplants(images, part, halves, progress)
         if not pool:
             raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
         unknown = stream(self.seed, HYBRID_UNKNOWN_SOURCE).integers(0, 2, len(pool))
@@ -395,17 +430,50 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         pool_group = np.array([a.generator or "given" for a in pool])
         return pool, pool_part, pool_group
 
+    def _transplants(
+        self, images: Sequence[np.ndarray], part: np.ndarray, halves: dict[str, list[DefectShot]], progress: bool,
+    ) -> list[Anomaly]:
+        """The real defects moved onto the normal images, as many as one of the detector's generators
+        makes, each half's transplants a generator of its own (see the module docstring). Fewer
+        transplants than images go to images drawn from the held-out part and the folds in proportion
+        (at least one held out), so that every half can be validated."""
+        from synth.transplant import DefectTransplant
+
+        if not halves:
+            return []
+        n_generators = len(parse_weights(self.synth, default=1.0)) if self.synth not in (None, "", "none") else 1
+        count = max(1, self.anomalies_per_image * len(images) // n_generators // len(halves))
+        options = dict((self.synth_options or {}).get("transplant") or {})
+        out = []
+        for index, (group, half) in enumerate(halves.items()):
+            rng = stream(self.seed, HYBRID_TRANSPLANTS, index)
+            held, folds = rng.permutation(np.nonzero(part == HELD_OUT)[0]), rng.permutation(np.nonzero(part != HELD_OUT)[0])
+            n_held = min(len(held), max(1, round(count * len(held) / len(images))))
+            order = np.r_[held[:n_held], folds, held[n_held:]]
+            made = synthesise([images[i] for i in order], DefectTransplant(half, **options), count, self.seed, progress,
+                              keys=(HYBRID_TRANSPLANTS, index))
+            out += [Anomaly(a.image, a.mask, group, int(order[a.source])) for a in made]
+        return out
+
     def _patch_maps(
-        self, images: Sequence[np.ndarray], pool: list[Anomaly], device: torch.device, progress: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Patch maps of the normal images and of the anomalies (half precision, on the CPU), and the
-        anomalies' masks on the feature grid."""
+        self, samples: dict[str, Sequence[Any]], device: torch.device, progress: bool,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Patch maps (half precision, on the CPU) of each kind of sample (``"normal"``: images;
+        ``"anomaly"``, ``"shot"``: :class:`Anomaly`), and the masks of the anomalous kinds on the
+        feature grid."""
         features, shape = self.model_.features, self.input_shape
-        normal_maps = patch_maps(features, images, shape, self.batch_size, device, torch.float16, "normal features", progress)
-        anomaly_maps = patch_maps(features, [a.image for a in pool], shape, self.batch_size, device, torch.float16, "anomaly features", progress)
-        grid = tuple(normal_maps.shape[-2:])
-        masks = torch.cat([downsample_mask(torch.from_numpy(np.asarray(a.mask, np.float32))[None, None], grid) for a in pool])
-        return normal_maps, anomaly_maps, masks
+        maps = {"normal": patch_maps(features, samples["normal"], shape, self.batch_size, device, torch.float16, "normal features", progress)}
+        grid = tuple(maps["normal"].shape[-2:])
+        masks = {}
+        for kind, items in samples.items():
+            if kind == "normal":
+                continue
+            if not items:
+                maps[kind], masks[kind] = maps["normal"][:0], torch.zeros(0, 1, *grid)
+                continue
+            maps[kind] = patch_maps(features, [a.image for a in items], shape, self.batch_size, device, torch.float16, f"{kind} features", progress)
+            masks[kind] = torch.cat([downsample_mask(torch.from_numpy(np.asarray(a.mask, np.float32))[None, None], grid) for a in items])
+        return maps, masks
 
     def _memory_banks(self, normal_maps: torch.Tensor, part: np.ndarray, device: torch.device, progress: bool) -> list[torch.Tensor]:
         """One coreset per part (fold 0, fold 1, held out), sized by the part's share of the images."""
@@ -423,15 +491,15 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         return banks
 
     def _memory_inputs(
-        self, normal_maps: torch.Tensor, anomaly_maps: torch.Tensor, part: np.ndarray, pool_part: np.ndarray,
-        banks: list[torch.Tensor], device: torch.device, progress: bool,
+        self, maps: dict[str, torch.Tensor], parts: dict[str, np.ndarray], banks: list[torch.Tensor], device: torch.device,
+        progress: bool,
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Each sample's patch maps with their residual and distance to the nearest normal patch of the
         bank its part is compared with (a fold with the other fold's, the held-out part with both
-        folds'), by kind (``"normal"``, ``"anomaly"``); sets the distance's scale, the median over the
-        training normals."""
+        folds'), by kind (``"normal"``, ``"anomaly"``, ``"shot"``); sets the distance's scale, the
+        median over the training normals."""
         reference = {0: banks[1], 1: banks[0], HELD_OUT: torch.cat(banks[:2])}
-        grid = normal_maps.shape[-2:]
+        grid = maps["normal"].shape[-2:]
 
         def nearest(maps: torch.Tensor, parts: np.ndarray, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
             distance = torch.zeros(len(maps), 1, *grid)
@@ -444,13 +512,12 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
                     distance[chunk], residual[chunk] = d.cpu(), r.half().cpu()
             return distance, residual
 
-        normal_distance, normal_residual = nearest(normal_maps, part, "normal memory")
-        anomaly_distance, anomaly_residual = nearest(anomaly_maps, pool_part, "anomaly memory")
-        self.model_.distance_scale.fill_(float(normal_distance[torch.from_numpy(part != HELD_OUT)].median()) or 1.0)
-        return {
-            "normal": (normal_maps, normal_residual, normal_distance),
-            "anomaly": (anomaly_maps, anomaly_residual, anomaly_distance),
-        }
+        data = {}
+        for kind in maps:
+            distance, residual = nearest(maps[kind], parts[kind], f"{kind} memory")
+            data[kind] = (maps[kind], residual, distance)
+        self.model_.distance_scale.fill_(float(data["normal"][2][torch.from_numpy(parts["normal"] != HELD_OUT)].median()) or 1.0)
+        return data
 
     def _choose_fusion_weights(self, fit: "_FitData", progress: bool) -> tuple[tuple[float, float], dict[str, Any]]:
         """The head weights of the map and of the image score, and the record of how they were chosen:
@@ -461,6 +528,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             selection["method"] = "fixed" if self.select == "fixed" else "fixed (fewer than two generators to leave out)"
             return (self.fixed_weight, self.fixed_weight), selection
         scores: dict[str, list] = {"map": [], "image": []}
+        on_shots: dict[str, list] = {"map": [], "image": []}
         epochs = min(self.selection_epochs, self.epochs) if self.selection_epochs else (self.epochs + 1) // 2
         for group in tqdm(groups, desc="select fusion", unit="generator", disable=not progress):
             kept = fit.train_anomalies[fit.pool_group[fit.train_anomalies] != group]
@@ -472,7 +540,22 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             result = self._validate(head, image_head, fit.data, fit.held_normals, valid, fit.masks)
             for key in scores:
                 scores[key].append(result[key])
+            real = np.nonzero(fit.shot_group == group)[0]
+            if len(real):  # the real defects whose transplants these heads did not see
+                result = self._validate(head, image_head, fit.data, fit.held_normals, real, fit.shot_masks, "shot")
+                for key in on_shots:
+                    on_shots[key].append(result[key])
         mean = {key: np.mean(value, axis=0) for key, value in scores.items()}
+        if on_shots["map"]:
+            n_validated = int(np.isin(fit.shot_group, groups).sum())
+            share = self.shot_share * min(1.0, n_validated / SHOTS_FOR_FULL_SHARE)
+            real_mean = {key: np.mean(value, axis=0) for key, value in on_shots.items()}
+            selection["shots"] = {
+                "n": n_validated, "share": round(share, 4),
+                "pixel_auroc": [round(float(v), 4) for v in real_mean["map"]],
+                "image_auroc": [round(float(v), 4) for v in real_mean["image"]],
+            }
+            mean = {key: (1 - share) * mean[key] + share * real_mean[key] for key in mean}
         weights = tuple(self._choose(mean[key]) for key in ("map", "image"))
         selection.update({
             "method": "leave-one-generator-out", "generators": [str(g) for g in groups],
@@ -590,20 +673,22 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
 
     @torch.no_grad()
     def _validate(
-        self, head: nn.Module, image_head: nn.Module, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor
+        self, head: nn.Module, image_head: nn.Module, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor,
+        kind: str = "anomaly",
     ) -> dict[str, list[float]]:
         """Pixel AUROC (with the map's head) and image AUROC (with the image score's head) of the fused
-        maps for each candidate weight, on held-out normals and held-out synthetic anomalies (at the
-        feature grid; smoothing scaled to it). Each map is standardised on the held-out normals."""
+        maps for each candidate weight, on held-out normals and held-out anomalies of ``kind`` (synthetic
+        ones, or the real ``"shot"``; at the feature grid, smoothing scaled to it). Each map is
+        standardised on the held-out normals."""
 
         def standardised(n: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
             mean, spread = mean_and_spread(n)
             return (torch.cat([n, a]) - mean) / spread
 
         def head_maps(model: nn.Module, image: bool) -> torch.Tensor:
-            return standardised(self._logits(model, data, normals, image=image), self._logits(model, data, anomalies, "anomaly", image))
+            return standardised(self._logits(model, data, normals, image=image), self._logits(model, data, anomalies, kind, image))
 
-        memory = standardised(data["normal"][2][torch.from_numpy(normals)], data["anomaly"][2][torch.from_numpy(anomalies)])
+        memory = standardised(data["normal"][2][torch.from_numpy(normals)], data[kind][2][torch.from_numpy(anomalies)])
         logits = head_maps(head, False)
         image_logits = logits if image_head is head else head_maps(image_head, True)
         target = torch.cat([torch.zeros(len(normals), 1, *masks.shape[-2:]), masks[torch.from_numpy(anomalies)]]).flatten().numpy()

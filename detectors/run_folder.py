@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from synth.common.files import write_atomic
 from synth.common.storage import check_output_folder
 from synth.presets import preset_options, resolve_preset
+from synth.shots import DefectShot
 
 from .base import Detector, detector_class
 from .calibration import DEFAULT_TARGET_FPR, calibrate, check_target_fpr, held_out_split
@@ -32,11 +33,13 @@ def train_detector(
     reference: bool = True,
     progress: bool = True,
     target_fpr: float = DEFAULT_TARGET_FPR,
+    shots: Sequence[DefectShot] | None = None,
 ) -> dict[str, Any] | None:
     """``anomalyforge train`` and a recipe's train step: build the ``kind`` detector from ``options``
     and train it into the run folder ``out`` (see :func:`train_run`). A detector that learns from
     anomalies draws them from ``synth`` (default: none when ``anomalies_dir`` gives them, else the
-    default mix) placed by ``preset`` (``auto``: guessed from the normal images)."""
+    default mix) placed by ``preset`` (``auto``: guessed from the normal images), and one that
+    learns from real defects gets ``shots``."""
     klass = detector_class(kind)
     if anomalies_dir and not klass.uses_anomalies:
         raise ValueError(f"the {kind} detector trains on normal images only; drop --anomalies")
@@ -45,7 +48,7 @@ def train_detector(
         options.setdefault("synth", synth if synth is not None else ("none" if anomalies_dir else DEFAULT_SYNTH))
         options.setdefault("synth_options", preset_options(resolve_preset(preset, normals_dir), textures))
     return train_run(klass(**options), normals_dir, out, anomalies_dir, reference=reference, progress=progress,
-                     target_fpr=target_fpr)
+                     target_fpr=target_fpr, shots=shots)
 
 
 def train_run(
@@ -57,6 +60,7 @@ def train_run(
     progress: bool = True,
     target_fpr: float = DEFAULT_TARGET_FPR,
     calibration_share: float = 0.1,
+    shots: Sequence[DefectShot] | None = None,
 ) -> dict[str, Any] | None:
     """Fit ``detector`` on the normal images (plus the anomalies of a generated dataset), calibrate its
     decision threshold on held-out normals and synthetic anomalies made on them (the hybrid holds
@@ -76,7 +80,7 @@ def train_run(
     anomalies = load_generated_anomalies(anomalies_dir, normals.shape, normal_paths=fit_paths) if anomalies_dir else []
     out = Path(out)
     start = time.perf_counter()
-    detector.fit(fit_images, anomalies, progress=progress)
+    detector.fit(fit_images, anomalies, progress=progress, shots=shots)
     train_s = time.perf_counter() - start
     if not PartialState().is_main_process:
         return None
@@ -94,7 +98,8 @@ def train_run(
     detector.save(out / "model")
     info: dict[str, Any] = {
         "detector": detector.kind, "data": str(normals_dir), "anomalies": str(anomalies_dir) if anomalies_dir else None,
-        "n_normal": len(normals.images), "n_ready_anomalies": len(anomalies), "train_seconds": round(train_s, 1),
+        "n_normal": len(normals.images), "n_ready_anomalies": len(anomalies), "n_shots": len(shots or []),
+        "train_seconds": round(train_s, 1),
         "input_shape": list(detector.input_shape), "skipped_files": normals.skipped, "config": detector.get_config(),
     }
     info.update(detector.fit_record())

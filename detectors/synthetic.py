@@ -40,12 +40,13 @@ def synthesise(
     n: int,
     seed: int,
     progress: bool = True,
+    keys: Sequence[int] = (),
 ) -> list[Anomaly]:
-    """``n`` anomalies made from the images in turn (sample ``i`` seeded by ``(seed, i)``), each with
-    its generator and source index; samples whose mask came out empty are dropped."""
+    """``n`` anomalies made from the images in turn (sample ``i`` seeded by ``(seed, *keys, i)``),
+    each with its generator and source index; samples whose mask came out empty are dropped."""
     out = []
     for i in tqdm(range(n), desc=f"synthesise {generator.name}", unit="img", disable=not progress):
-        sample = generator(images[i % len(images)], np.random.default_rng([seed, i]))
+        sample = generator(images[i % len(images)], np.random.default_rng([seed, *keys, i]))
         if sample.is_anomalous and sample.mask.max() > 0:
             out.append(Anomaly(sample.image, sample.mask, sample.generator, i % len(images)))
     return out

@@ -21,6 +21,7 @@ def preset_options(preset: str, textures: str | None = None) -> dict[str, dict[s
         "nsa": {"preset": preset},
         "draem": {"background": on_object, "texture_dir": textures},
         "diffusion": {"background": on_object},
+        "transplant": {"background": on_object},
     }
 
 

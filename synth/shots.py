@@ -84,3 +84,14 @@ def split_shots(
             taken.add(item.path)
     held_out = [item for item in images if item.path not in taken]
     return shots, held_out, bad
+
+
+def shot_halves(shots: Sequence[DefectShot]) -> list[list[DefectShot]]:
+    """The shots dealt into two halves, type after type and in turn across types, so that each half
+    holds about half of every type's shots (with one shot per type, about half of the types); one
+    half (all of them) when there are fewer than two. A model that learns from one half can be
+    checked on the other's real defects."""
+    ordered = [shot for defect in defect_types(shots) for shot in shots if shot.defect == defect]
+    if len(ordered) < 2:
+        return [ordered] if ordered else []
+    return [ordered[0::2], ordered[1::2]]

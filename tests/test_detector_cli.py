@@ -315,3 +315,16 @@ def test_train_says_what_the_fusion_weights_mean():
     assert "fixed" in describe_fusion({"method": "fixed", "chosen": {"map": 1.0, "image": 1.0}})
     assert describe_fusion(None) == ""
 
+
+
+def test_train_with_a_few_real_defects(category, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(category), "--shots-from", str(category), "--shots", "2", "--no-reference",
+                 "--out", str(run), "--quiet", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 real defects from") and "keep them out of the test set" in out
+    info = json.loads((run / "train.json").read_text())
+    assert info["n_shots"] == 2 and {"transplant-a", "transplant-b"} <= set(info["fusion"]["generators"])
+    assert main(["train", "--data", str(category), "--detector", "knn", "--shots-from", str(category),
+                 "--out", str(tmp_path / "knn"), "--quiet", "--size", "64"]) == 2
+    assert "knn detector does not learn from real defects" in capsys.readouterr().err

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from detectors import Anomaly, HybridDetector, auroc, load_detector
-from synth import CutPaste
+from detectors.base import shot_at
+from detectors.hybrid import choose_weight
+from synth import CutPaste, DefectShot
 
 from conftest import smooth, with_defect
 
@@ -360,3 +362,59 @@ def test_a_detector_saved_by_an_earlier_version_loads_with_the_head_it_was_saved
     loaded = load_detector(tmp_path / "model")
     assert getattr(loaded, missing) == value
     np.testing.assert_array_equal(predict(loaded).scores, predict(detector).scores)
+
+
+def real_defects(n: int) -> list[DefectShot]:
+    """``n`` real defects of two types, as a user's few shots."""
+    shots = []
+    for i in range(n):
+        image, mask = with_defect(smooth(300 + i), i)
+        shots.append(DefectShot(image, (mask > 0).astype(np.uint8), "ab"[i % 2], f"shot{i}.png"))
+    return shots
+
+
+@pytest.fixture(scope="module")
+def fitted_with_shots():
+    return tiny(shot_share=1.0).fit(NORMALS, progress=False, shots=real_defects(10))
+
+
+def test_given_shots_are_transplanted_in_two_halves_and_weigh_in_the_fusion_choice(fitted_with_shots):
+    state = fitted_with_shots.state_
+    fusion = state["fusion"]
+    assert state["n_shots"] == 10
+    # the transplants of each half are a generator the choice leaves out, with anomalies on held-out normals
+    assert fusion["generators"] == ["cutpaste", "draem", "transplant-a", "transplant-b"]
+    # ten shots weigh the full shot_share: here all of the choice
+    assert fusion["shots"]["n"] == 10 and fusion["shots"]["share"] == 1.0
+    for key, name in (("map", "pixel_auroc"), ("image", "image_auroc")):
+        curve = fusion["validation_" + name]
+        np.testing.assert_allclose(curve, fusion["shots"][name], atol=1e-4)
+        assert fusion["chosen"][key] == choose_weight(fusion["weights"], curve)
+
+
+def test_fewer_shots_weigh_less_in_the_fusion_choice():
+    detector = tiny(shot_share=0.5).fit(NORMALS, progress=False, shots=real_defects(4))
+    fusion = detector.state_["fusion"]
+    assert fusion["shots"]["share"] == pytest.approx(0.5 * 4 / 10)
+    share = fusion["shots"]["share"]
+    for name in ("pixel_auroc", "image_auroc"):
+        synthetic = np.mean([fusion["per_generator"][g][name] for g in fusion["generators"]], axis=0)
+        np.testing.assert_allclose(fusion["validation_" + name], (1 - share) * synthetic + share * np.array(fusion["shots"][name]), atol=1e-3)
+
+
+def test_only_a_detector_that_learns_from_shots_takes_them():
+    from detectors.knn import PatchKNN
+
+    with pytest.raises(ValueError, match="does not learn from real defects.*hybrid"):
+        PatchKNN(image_size=64).fit(NORMALS, shots=real_defects(2))
+    with pytest.raises(ValueError, match="shot_share must be in"):
+        HybridDetector(shot_share=1.5)
+
+
+def test_a_shot_keeps_a_defect_smaller_than_an_input_pixel():
+    image = np.full((640, 640, 3), 128, np.uint8)
+    mask = np.zeros((640, 640), np.uint8)
+    mask[105:107, 205:207] = 1  # 2 px between the pixels nearest-neighbour resizing to 64 px samples
+    small = shot_at(DefectShot(image, mask, "dot"), (64, 64))
+    assert small.image.shape == (64, 64, 3) and small.mask.sum() >= 1
+    assert small.mask[10, 20] == 1

@@ -149,7 +149,7 @@ def test_every_shipped_recipe_is_valid(tmp_path, category, monkeypatch):
     for name, data in DEMO_DATA.items():
         monkeypatch.setitem(DEMO_DATA, name, dataclasses.replace(data, check=lambda: None))
     shipped = sorted((ROOT / "recipes").glob("*.yaml"))
-    assert {p.stem for p in shipped} >= {"demo", "texture_demo", "mvtec_object", "mvtec_texture", "few_shot_diffusion"}
+    assert {p.stem for p in shipped} >= {"demo", "texture_demo", "mvtec_object", "mvtec_texture", "few_shot", "few_shot_diffusion"}
     for path in shipped:
         raw = yaml.safe_load(path.read_text())
         assert path.read_text().lstrip().startswith("#"), f"{path.name} must open with a comment saying when to use it"
@@ -294,6 +294,32 @@ def test_the_engine_and_the_worker_count_do_not_re_run_a_step():
         assert fingerprint(step, moved, {}) == fingerprint(step, base, {}), step.name
     curate_step = next(step for step in STEPS if step.name == "curate")
     assert fingerprint(curate_step, changed, {}) != fingerprint(curate_step, base, {})
+
+
+def test_few_shot_recipe_without_diffusion_gives_the_shots_to_the_hybrid(category, tmp_path):
+    recipe = tiny_recipe(category, fit_defects={"enabled": True, "shots": 2, "backend": "none"}, curate={"top_fraction": 1.0},
+                         train={"shots": True})
+    run = run_recipe(load_recipe(write_recipe(tmp_path / "few.yaml", recipe)), tmp_path / "run", progress=False,
+                     echo=lambda _: None)
+    manifest = json.loads((run.root / "manifest.json").read_text())
+    drawn = manifest["steps"]["fit_defects"]["outputs"]
+    assert drawn["model"] is None and drawn["defects"] == ["dent"] and len(drawn["shots"]) == 2
+    assert not (run.root / "defects").exists()  # no diffusion model
+    trained = manifest["steps"]["train"]["outputs"]
+    assert trained["n_shots"] == 2
+    fusion = trained["fusion"]
+    assert {"transplant-a", "transplant-b"} <= set(fusion["generators"]) and fusion["shots"]["n"] == 2
+    metrics = json.loads(run.metrics.read_text())
+    assert metrics["n_anomalous"] == 1  # three dents, two of them shots
+    page = run.report.read_text()
+    assert "2 real defects of 1 defect types (dent) were drawn" in page and "transplanted the 2 real defects" in page
+    # without train.shots the hybrid does not get them
+    recipe["train"]["shots"] = False
+    run = run_recipe(load_recipe(write_recipe(tmp_path / "few.yaml", recipe)), tmp_path / "run2", progress=False,
+                     echo=lambda _: None)
+    manifest = json.loads((run.root / "manifest.json").read_text())
+    assert manifest["steps"]["train"]["outputs"]["n_shots"] == 0
+    assert not any(g.startswith("transplant") for g in manifest["steps"]["train"]["outputs"]["fusion"].get("generators", []))
 
 
 def test_few_shot_recipe_learns_defects_leaves_the_shots_out_and_publishes(category, tmp_path, monkeypatch):

@@ -142,3 +142,16 @@ def test_poisson_blend_keeps_every_source_pixel_where_it_was():
         out = poisson_blend(source, target, region)
         assert np.unravel_index(np.argmin(out[..., 0]), out.shape[:2]) == dot
         assert (out[~region] == 128).all()
+
+
+def test_shots_are_dealt_into_halves_across_types():
+    from synth.shots import shot_halves
+
+    image, mask = np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), np.uint8)
+    shots = [DefectShot(image, mask, defect, f"{defect}{i}") for defect in ("crack", "hole") for i in range(3)]
+    halves = shot_halves(shots[::-1])  # types keep their first-seen order, shots their order within a type
+    assert [[s.source for s in half] for half in halves] == [["hole2", "hole0", "crack1"], ["hole1", "crack2", "crack0"]]
+    one_per_type = shot_halves([shots[0], shots[3]])
+    assert [[s.source for s in half] for half in one_per_type] == [["crack0"], ["hole0"]]
+    assert [[s.source for s in half] for half in shot_halves(shots[:1])] == [["crack0"]]
+    assert shot_halves([]) == []

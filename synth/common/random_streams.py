@@ -20,6 +20,8 @@ CALIBRATION_HOLD_OUT = 17
 # the hybrid: which normal images are its own validation and folds, and the fold of an anomaly of unknown source
 HYBRID_PARTS = 11
 HYBRID_UNKNOWN_SOURCE = 12
+# the hybrid: the transplants of the real defects given to it (one stream per half of them)
+HYBRID_TRANSPLANTS = 13
 # the feature discriminator: the two folds of its normals and anomalies
 FEATURE_FOLDS = 7
 # DRAEM (the detector): the order of each epoch's training items
