@@ -422,7 +422,11 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         pool = list(anomalies)
         if generator is not None:
             pool += synthesise(images, generator, self.anomalies_per_image * n, self.seed, progress)
-        pool += self._transplants(images, part, halves, progress)
+        # as many transplants as one generator gives: the given anomalies' and the synthetic ones' share
+        n_synthetic = self.anomalies_per_image * n if generator is not None else 0
+        n_generators = len({a.generator or "given" for a in anomalies}) + (len(parse_weights(self.synth, default=1.0)) if n_synthetic else 0)
+        per_generator = (len(anomalies) + n_synthetic) // max(1, n_generators) or self.anomalies_per_image * n
+        pool += self._transplants(images, part, halves, per_generator, progress)
         if not pool:
             raise ValueError("no training anomalies: give synth generators or pass anomalies to fit()")
         unknown = stream(self.seed, HYBRID_UNKNOWN_SOURCE).integers(0, 2, len(pool))
@@ -431,18 +435,17 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         return pool, pool_part, pool_group
 
     def _transplants(
-        self, images: Sequence[np.ndarray], part: np.ndarray, halves: dict[str, list[DefectShot]], progress: bool,
+        self, images: Sequence[np.ndarray], part: np.ndarray, halves: dict[str, list[DefectShot]], count: int, progress: bool,
     ) -> list[Anomaly]:
-        """The real defects moved onto the normal images, as many as one of the detector's generators
-        makes, each half's transplants a generator of its own (see the module docstring). Fewer
+        """``count`` real defects moved onto the normal images, each half's transplants a generator of
+        its own (see the module docstring). Fewer
         transplants than images go to images drawn from the held-out part and the folds in proportion
         (at least one held out), so that every half can be validated."""
         from synth.transplant import DefectTransplant
 
         if not halves:
             return []
-        n_generators = len(parse_weights(self.synth, default=1.0)) if self.synth not in (None, "", "none") else 1
-        count = max(1, self.anomalies_per_image * len(images) // n_generators // len(halves))
+        count = max(1, count // len(halves))
         options = dict((self.synth_options or {}).get("transplant") or {})
         out = []
         for index, (group, half) in enumerate(halves.items()):

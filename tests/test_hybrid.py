@@ -418,3 +418,14 @@ def test_a_shot_keeps_a_defect_smaller_than_an_input_pixel():
     small = shot_at(DefectShot(image, mask, "dot"), (64, 64))
     assert small.image.shape == (64, 64, 3) and small.mask.sum() >= 1
     assert small.mask[10, 20] == 1
+
+
+def test_the_transplants_are_as_many_as_one_generator_gives():
+    """With ready-made anomalies (a recipe's curated dataset) the transplants match one generator's
+    share of them, not the detector's own anomalies_per_image."""
+    generator = CutPaste("union")
+    ready = [Anomaly(*(lambda s: (s.image, s.mask))(generator(image, np.random.default_rng(i))), "cutpaste", source=i)
+             for i, image in enumerate(NORMALS[:8])]
+    detector = tiny(synth="none", select="fixed").fit(NORMALS, ready, progress=False, shots=real_defects(2))
+    state = detector.state_
+    assert state["n_anomalies"] + state["n_validation_anomalies"] == len(ready) + 2 * (len(ready) // 2)
