@@ -53,7 +53,8 @@ def split_shots(
     """From an MVTec-layout category, draw ``shots_per_defect`` real defects of each type as shots.
 
     Returns the shots, the test images left over (all good ones and the defects not drawn, for
-    held-out evaluation) and the unreadable files skipped, by path, with the reason.
+    held-out evaluation) and the unreadable files skipped, by path, with the reason; an error when
+    no shot could be read.
     """
     images = mvtec_test_images(category)
     by_type: dict[str, list[TestImage]] = {}
@@ -82,6 +83,8 @@ def split_shots(
                 bad[str(item.path)] = str(error)
                 log.warning("skipping shot %s: %s", item.path, error)
             taken.add(item.path)
+    if not shots:
+        raise ValueError(f"{category}: no readable defect shots ({len(bad)} unreadable)")
     held_out = [item for item in images if item.path not in taken]
     return shots, held_out, bad
 

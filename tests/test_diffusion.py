@@ -332,6 +332,10 @@ def test_split_shots_keeps_the_rest_for_testing(category):
     assert sum(t.defect == "good" for t in held_out) == 6
     with pytest.raises(ValueError, match="rust"):
         split_shots(category, 2, defects=["rust"])
+    for path in (category / "test" / "crack").iterdir():
+        path.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="no readable defect shots"):
+        split_shots(category, 2, defects=["crack"])
 
 
 def test_fit_defects_then_generate_on_the_command_line(category, tmp_path, capsys):

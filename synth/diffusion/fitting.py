@@ -49,8 +49,6 @@ def fit_defects(
     from accelerate import PartialState
 
     drawn, held_out, skipped = split_shots(data, shots, seed=seed, defects=defects)
-    if not drawn:
-        raise ValueError(f"{data}: no readable defect shots")
     normal_images = ImageFiles(normal_image_paths(normals or data))
     settings = {"seed": seed, **(options or {})}
     for name, value in preset_options(resolve_preset(preset, normals or data))["diffusion"].items():
