@@ -16,8 +16,10 @@ The anomaly map is a late fusion of the two, each standardised on held-out norma
 image score) is chosen without any real defect: on held-out normal images and synthetic anomalies
 made on them, leaving each generator out of the head's training in turn and scoring its anomalies
 (leave-one-generator-out), so that the head is rewarded only for what carries over to anomalies of a
-kind it has not seen. ``w`` is the smallest weight within 0.002 of the best mean validation AUROC.
-A head that does not generalise falls back to the memory.
+kind it has not seen. ``w`` is the smallest weight within 0.002 of the best mean validation AUROC,
+the mean over the generators whose curve moves by that much (one found as well at every weight says
+nothing about the weight, and would only flatten the mean). A head that does not generalise falls
+back to the memory.
 
 A few real defects (``fit(shots=...)``) are transplanted onto the normal images
 (:class:`synth.DefectTransplant`), as many as one generator makes, the shots dealt into two halves
@@ -25,10 +27,10 @@ A few real defects (``fit(shots=...)``) are transplanted onto the normal images
 themselves are scored too: each half with the heads trained without its transplants, against the
 held-out normals, and the curves are recorded (``fusion["shots"]``), a check on real defects that
 no head was trained on. They weigh ``shot_share`` in the choice of the weights (less with fewer than
-``SHOTS_FOR_FULL_SHARE`` shots, so that a few cannot decide alone); by default nothing, because a
-few real defects are often all found whatever the weight, and their flat curves then pulled the
-choice towards the memory alone and cost pixel AP on every category measured (docs/measurements.md).
-They never train a head.
+``SHOTS_FOR_FULL_SHARE`` shots, so that a few cannot decide alone, and not at all where their curve is
+flat); by default nothing: a few real defects are often all found whatever the weight, and before
+flat curves were left out, blending them in pulled the choice towards the memory alone and cost
+pixel AP on every category measured (docs/measurements.md). They never train a head.
 
 The image score is the mean of the top 1 % of a second fused map, ``z_memory + w_image * z_image``,
 whose head sees only the distance map: a learned spatial filter of the memory's evidence. Trained on
@@ -108,6 +110,28 @@ def choose_weight(weights: Sequence[float], values: Sequence[float], gain_share:
     best = values.max()
     target = min(values[0] + gain_share * (best - values[0]), best - tolerance)
     return float(weights[np.argmax(values >= target - 1e-9)])
+
+
+def informative_curves(curves: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which validation curves (one row per left-out group, one column per weight) move by at least
+    ``tolerance`` over the weights; all of them when none does. A group found as well at every weight
+    says nothing about the weight, and averaged in it shrinks the others' differences below the
+    tolerance, which then takes a smaller weight than they ask for (transplanted real defects did
+    that on screw, docs/measurements.md)."""
+    moving = moves(curves, tolerance)
+    return moving if moving.any() else np.ones(len(moving), bool)
+
+
+def moves(curves: np.ndarray, tolerance: float) -> np.ndarray:
+    """Whether each validation curve (the last axis runs over the weights) moves by at least ``tolerance``."""
+    curves = np.asarray(curves, np.float64)
+    return curves.max(axis=-1) - curves.min(axis=-1) >= tolerance
+
+
+def with_real_defects(synthetic: np.ndarray, real: np.ndarray, share: float, tolerance: float) -> np.ndarray:
+    """The validation curve with the real defects' curve weighing ``share``; unchanged where the real
+    defects' curve is flat, which says nothing about the weight either."""
+    return (1 - share) * synthetic + share * real if moves(real, tolerance) else synthetic
 
 
 def training_windows(
@@ -226,8 +250,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             (the synthetic anomalies' validation weighs the rest), reached with ``SHOTS_FOR_FULL_SHARE``
             shots and scaled down with fewer; 0 (default): they are scored and recorded only.
         gain_share, tolerance: the chosen weight is the smallest one whose validation AUROC (mean over
-            the left-out generators) comes within ``tolerance`` of the best, or reaches ``gain_share``
-            of the best gain over the memory alone (``gain_share=0.5``: the knee of the curve).
+            the left-out generators whose curve moves by ``tolerance``) comes within ``tolerance`` of
+            the best, or reaches ``gain_share`` of the best gain over the memory alone (``gain_share=0.5``: the knee of the curve).
         hidden: width of the head's per-patch branch.
         head_inputs: what the head sees of each patch, any of ``"feature"``, ``"residual"`` (feature
             minus the nearest normal patch) and ``"distance"`` (to it); all three by default.
@@ -548,7 +572,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
                 result = self._validate(head, image_head, fit.data, fit.held_normals, real, fit.shot_masks, "shot")
                 for key in on_shots:
                     on_shots[key].append(result[key])
-        mean = {key: np.mean(value, axis=0) for key, value in scores.items()}
+        kept = {key: informative_curves(value, self.tolerance) for key, value in scores.items()}
+        mean = {key: np.mean(np.asarray(value)[kept[key]], axis=0) for key, value in scores.items()}
         if on_shots["map"]:
             n_validated = int(np.isin(fit.shot_group, groups).sum())
             share = self.shot_share * min(1.0, n_validated / SHOTS_FOR_FULL_SHARE)
@@ -558,12 +583,13 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
                 "pixel_auroc": [round(float(v), 4) for v in real_mean["map"]],
                 "image_auroc": [round(float(v), 4) for v in real_mean["image"]],
             }
-            mean = {key: (1 - share) * mean[key] + share * real_mean[key] for key in mean}
+            mean = {key: with_real_defects(mean[key], real_mean[key], share, self.tolerance) for key in mean}
         weights = tuple(self._choose(mean[key]) for key in ("map", "image"))
         selection.update({
             "method": "leave-one-generator-out", "generators": [str(g) for g in groups],
             "validation_pixel_auroc": [round(float(v), 4) for v in mean["map"]],
             "validation_image_auroc": [round(float(v), 4) for v in mean["image"]],
+            "flat": {key: [str(g) for g, k in zip(groups, kept[key]) if not k] for key in kept},
             "per_generator": {
                 str(g): {"pixel_auroc": [round(float(v), 4) for v in scores["map"][i]],
                          "image_auroc": [round(float(v), 4) for v in scores["image"][i]]}

@@ -5,7 +5,7 @@ import pytest
 
 from detectors import Anomaly, HybridDetector, auroc, load_detector
 from detectors.base import shot_at
-from detectors.hybrid import choose_weight
+from detectors.hybrid import choose_weight, informative_curves, with_real_defects
 from synth import CutPaste, DefectShot
 
 from conftest import smooth, with_defect
@@ -51,8 +51,7 @@ def test_hybrid_records_how_it_chose_the_fusion(fitted):
     assert len(fusion["validation_image_auroc"]) == len(fusion["weights"]) == 6
     # the curves are the mean over the left-out generators, each recorded
     assert sorted(fusion["per_generator"]) == ["cutpaste", "draem"]
-    per_generator = np.array([fusion["per_generator"][g]["image_auroc"] for g in ("cutpaste", "draem")])
-    np.testing.assert_allclose(per_generator.mean(0), fusion["validation_image_auroc"], atol=1e-3)
+    assert_mean_of_moving_curves(fusion, fitted.tolerance)
     for key, values in (("map", fusion["validation_pixel_auroc"]), ("image", fusion["validation_image_auroc"])):
         chosen = fusion["chosen"][key]
         assert chosen in fusion["weights"]
@@ -61,6 +60,32 @@ def test_hybrid_records_how_it_chose_the_fusion(fitted):
         assert all(v < target + 1e-3 for w, v in zip(fusion["weights"], values) if w < chosen)  # the smallest such
     assert fitted.model_.fusion_weights.tolist() == [fusion["chosen"]["map"], fusion["chosen"]["image"]]
     assert fitted.state_["bank_size"] == len(fitted.model_.memory_bank) <= 400
+
+
+def assert_mean_of_moving_curves(fusion: dict, tolerance: float) -> None:
+    """The validation curves are the mean over the left-out groups whose curve moves, as recorded."""
+    for key, name in (("map", "pixel_auroc"), ("image", "image_auroc")):
+        curves = {g: np.array(fusion["per_generator"][g][name]) for g in fusion["generators"]}
+        flat = [g for g, c in curves.items() if np.ptp(c) < tolerance - 1e-3]  # (the curves are recorded rounded)
+        assert set(flat) <= set(fusion["flat"][key])
+        moving = [curves[g] for g in fusion["generators"] if g not in fusion["flat"][key]]
+        np.testing.assert_allclose(np.mean(moving, axis=0), fusion["validation_" + name], atol=1e-3)
+
+
+def test_groups_whose_curve_is_flat_do_not_decide_the_fusion_weight():
+    weights = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
+    moving = np.array([[0.90, 0.93, 0.95, 0.955, 0.950, 0.94], [0.92, 0.94, 0.950, 0.953, 0.951, 0.93]])
+    flat = np.array([[0.999, 0.9992, 0.9993, 0.9993, 0.9992, 0.9991]] * 3)
+    curves = np.concatenate([moving, flat])
+    kept = informative_curves(curves, 0.002)
+    assert kept.tolist() == [True, True, False, False, False]
+    assert choose_weight(weights, curves[kept].mean(0)) == choose_weight(weights, moving.mean(0)) == 1.0
+    assert choose_weight(weights, curves.mean(0)) == 0.5  # averaged in, the flat ones took a smaller weight
+    assert informative_curves(flat, 0.002).all()  # none moves: every one counts
+    assert informative_curves(curves, 0.0).all()  # no tolerance (checkpoints from before it): every one
+    # the real defects' curve weighs its share where it moves, and nothing where it is flat
+    np.testing.assert_allclose(with_real_defects(moving[0], moving[1], 0.25, 0.002), 0.75 * moving[0] + 0.25 * moving[1])
+    np.testing.assert_allclose(with_real_defects(moving[0], flat[0], 0.25, 0.002), moving[0])
 
 
 def test_hybrid_round_trips_and_is_deterministic(fitted, tmp_path):
@@ -398,8 +423,11 @@ def test_fewer_shots_weigh_less_in_the_fusion_choice():
     assert fusion["shots"]["share"] == pytest.approx(0.5 * 4 / 10)
     share = fusion["shots"]["share"]
     for name in ("pixel_auroc", "image_auroc"):
-        synthetic = np.mean([fusion["per_generator"][g][name] for g in fusion["generators"]], axis=0)
-        np.testing.assert_allclose(fusion["validation_" + name], (1 - share) * synthetic + share * np.array(fusion["shots"][name]), atol=1e-3)
+        key = "map" if name == "pixel_auroc" else "image"
+        synthetic = np.mean([fusion["per_generator"][g][name] for g in fusion["generators"] if g not in fusion["flat"][key]], axis=0)
+        real = np.array(fusion["shots"][name])
+        blended = (1 - share) * synthetic + share * real if np.ptp(real) >= detector.tolerance else synthetic  # a flat one is not
+        np.testing.assert_allclose(fusion["validation_" + name], blended, atol=1e-3)
 
 
 def test_only_a_detector_that_learns_from_shots_takes_them():
