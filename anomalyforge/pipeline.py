@@ -294,10 +294,41 @@ def step_evaluate(ctx: RunContext) -> dict[str, Any]:
             "image_auroc": report["metrics"]["image_auroc"]}
 
 
+REALISM_SAMPLES = 60  # generated defects per generator in the two-sample test against the shots
+
+
+def shots_realism(ctx: RunContext) -> dict[str, Any] | None:
+    """How far each generator's samples are from the recipe's real shots: the two-sample AUROC of
+    their defect windows (``curate.realism``; 0.5: indistinguishable), on up to ``REALISM_SAMPLES``
+    samples per generator spread over the generated dataset. None without shots. It chooses nothing."""
+    if not ctx.outputs("fit_defects"):
+        return None
+    from curate.realism import realism_table
+    from synth.dataset.manifest import Manifest
+    from synth.dataset.reader import read_generated
+
+    shots = recipe_shots(ctx)[0]
+    generated = Path(ctx.outputs("generate")["dataset"])
+    by_generator: dict[str, list[int]] = {}
+    for index, record in sorted(Manifest(generated).load().items()):
+        by_generator.setdefault(record["generator"], []).append(index)
+    picks = {name: [indices[i] for i in np.unique(np.linspace(0, len(indices) - 1, min(REALISM_SAMPLES, len(indices))).astype(int))]
+             for name, indices in by_generator.items()}
+    samples: dict[str, tuple[list, list]] = {name: ([], []) for name in picks}
+    for sample in read_generated(generated, errors={}, indices={i for group in picks.values() for i in group}):
+        images, masks = samples[sample.record["generator"]]
+        images.append(sample.image)
+        masks.append(sample.mask)
+    table = realism_table([s.image for s in shots], [s.mask for s in shots], samples, seed=ctx.seed)
+    return {"n_shots": len(shots), "samples": {name: sum(bool(np.any(m > 0)) for m in masks) for name, (_, masks) in sorted(samples.items())},
+            "two_sample_auroc": dict(sorted(table.items()))}
+
+
 def step_report(ctx: RunContext) -> dict[str, Any]:
     from .run_report import write_run_report
 
-    return {"report": str(write_run_report(ctx))}
+    realism = shots_realism(ctx)
+    return {"report": str(write_run_report(ctx, realism)), "realism": realism}
 
 
 def step_publish(ctx: RunContext) -> dict[str, Any]:

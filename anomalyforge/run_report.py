@@ -63,6 +63,21 @@ def _shots_check(trained: dict[str, Any]) -> list[str]:
     return [line + ".</p>"]
 
 
+def _realism_section(realism: dict[str, Any] | None) -> list[str]:
+    """How far each generator's samples are from the real shots (the two-sample test); it chose nothing."""
+    if not realism:
+        return []
+    rows = [[html.escape(name), _number(value), realism["samples"].get(name, 0)]
+            for name, value in realism["two_sample_auroc"].items()]
+    return [
+        f"<p>How far each generator's samples are from the {realism['n_shots']} real defects: the cross-validated AUROC "
+        "of a classifier telling the backbone features of their defect windows apart (0.5: it cannot tell a generated "
+        "defect from a real one; 1.0: every generated defect gives itself away; – where a generator made fewer than "
+        "two). With a few real defects it is a rough measure. Nothing was chosen on it.</p>",
+        _table(rows, ["generator", "two-sample AUROC against the real defects", "generated defects tested"]),
+    ]
+
+
 def _link(target: Path, report_dir: Path, text: str | None = None) -> str:
     try:
         href = Path("..") / target.relative_to(report_dir.parent)
@@ -184,7 +199,7 @@ def _metrics_section(metrics: dict[str, Any]) -> list[str]:
     return parts
 
 
-def write_run_report(ctx: RunContext) -> Path:
+def write_run_report(ctx: RunContext, realism: dict[str, Any] | None = None) -> Path:
     """Write ``report/index.html`` for the run folder of ``ctx``."""
     from curate.curation_job import drawn_threshold
     from curate.report import EAP_SCALE
@@ -236,6 +251,7 @@ def write_run_report(ctx: RunContext) -> Path:
                    else f"{len(fit['shots'])} real defects of {types} were drawn")
         parts += ["<h2>Few-shot defects</h2>", f"<p>{learned}; these images are left out of the evaluation.</p>"]
         parts += _shots_check(ctx.outputs("train"))
+        parts += _realism_section(realism)
         if (out_dir / "defects.png").exists():
             parts.append("<p>Each row: the real shots of a type, then defects the model painted.</p>"
                          "<img src='defects.png' alt='real shots and generated defects'>")

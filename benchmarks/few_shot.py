@@ -136,21 +136,17 @@ def realism(
 ) -> dict[str, float]:
     """Two-sample AUROC of each generator's defect windows against the real test defects' windows
     (with ``diffusion_steps``, of the diffusion backend fitted for each number of steps too)."""
-    from curate.realism import defect_windows, two_sample_auroc, window_features
+    from curate.realism import realism_table
 
-    defective = [i for i in range(len(real.images)) if real.labels[i] == 1 and np.any(real.masks[i] > 0)]
-    real_features = window_features(defect_windows([real.images[i] for i in defective], [real.masks[i] for i in defective]))
+    defective = [i for i in range(len(real.images)) if real.labels[i] == 1]
     options = preset_options(preset)
     generators = {name: make_generator(name, options, images) for name in CLASSICAL}
     generators["transplant"] = transplant_generator(shots, preset)
     for steps in diffusion_steps:
         generators[f"diffusion-{steps}"] = fitted_diffusion(images, shots, preset, seed, steps)
-    out = {}
-    for name, generator in generators.items():
-        made = synthesise(images, generator, n, seed + 101, False)
-        features = window_features(defect_windows([a.image for a in made], [a.mask for a in made]))
-        out[name] = round(two_sample_auroc(features, real_features, seed=seed), 4)
-    return out
+    made = {name: synthesise(images, generator, n, seed + 101, False) for name, generator in generators.items()}
+    return realism_table([real.images[i] for i in defective], [real.masks[i] for i in defective],
+                         {name: ([a.image for a in m], [a.mask for a in m]) for name, m in made.items()}, seed)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ itself away."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -62,3 +62,24 @@ def two_sample_auroc(generated: np.ndarray, real: np.ndarray, folds: int = 5, se
     folding = StratifiedKFold(splits, shuffle=True, random_state=seed)
     scores = cross_val_predict(classifier, features, labels, cv=folding, method="predict_proba")[:, 1]
     return float(roc_auc_score(labels, scores))
+
+
+def realism_table(
+    real_images: Sequence[np.ndarray],
+    real_masks: Sequence[np.ndarray],
+    generated: Mapping[str, tuple[Sequence[np.ndarray], Sequence[np.ndarray]]],
+    seed: int = 0,
+    backbone: str = "efficientnet-lite0",
+) -> dict[str, float | None]:
+    """The two-sample AUROC of each generator's defects (``generated``: name -> images, masks) against
+    the real defects; None for a generator with fewer than two defect windows. The real windows'
+    features are computed once."""
+    real_windows = defect_windows(real_images, real_masks)
+    if len(real_windows) < 2:
+        raise ValueError(f"the two-sample test needs at least 2 real defects with a mask, got {len(real_windows)}")
+    real = window_features(real_windows, backbone)
+    out: dict[str, float | None] = {}
+    for name, (images, masks) in generated.items():
+        windows = defect_windows(images, masks)
+        out[name] = round(two_sample_auroc(window_features(windows, backbone), real, seed=seed), 4) if len(windows) >= 2 else None
+    return out

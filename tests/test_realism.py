@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import smooth, with_defect
 
-from curate.realism import defect_windows, two_sample_auroc, window_features
+from curate.realism import defect_windows, realism_table, two_sample_auroc, window_features
 
 
 def test_the_two_sample_auroc_is_near_half_for_one_distribution_and_near_one_for_two():
@@ -27,3 +27,17 @@ def test_windows_surround_each_defect_and_their_features_tell_defects_from_plain
     features = window_features(windows + plain, batch_size=8)
     assert features.shape[0] == 24 and np.isfinite(features).all()
     assert two_sample_auroc(features[:12], features[12:], folds=4) > 0.8
+
+
+def test_the_realism_table_scores_each_generator_against_the_same_real_defects():
+    pairs = [with_defect(smooth(s, 96), s) for s in range(24)]
+    real = ([p[0] for p in pairs[:8]], [p[1] for p in pairs[:8]])
+    like_real = ([p[0] for p in pairs[8:]], [p[1] for p in pairs[8:]])
+    bright = [np.clip(image.astype(np.int16) + (mask[..., None] > 0) * 120, 0, 255).astype(np.uint8) if image.ndim == 3
+              else np.clip(image.astype(np.int16) + (mask > 0) * 120, 0, 255).astype(np.uint8) for image, mask in zip(*like_real)]
+    table = realism_table(*real, {"same": like_real, "bright": (bright, like_real[1]), "one": (like_real[0][:1], like_real[1][:1])})
+    assert list(table) == ["same", "bright", "one"]
+    assert table["one"] is None  # fewer than two windows: no test
+    assert table["bright"] > table["same"] and table["bright"] > 0.9
+    with pytest.raises(ValueError, match="at least 2 real defects"):
+        realism_table(real[0][:1], real[1][:1], {"same": like_real})

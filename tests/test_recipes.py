@@ -313,6 +313,11 @@ def test_few_shot_recipe_without_diffusion_gives_the_shots_to_the_hybrid(categor
     assert metrics["n_anomalous"] == 1  # three dents, two of them shots
     page = run.report.read_text()
     assert "2 real defects of 1 defect types (dent) were drawn" in page and "transplanted the 2 real defects" in page
+    # the report says how far each generator's samples are from the two shots
+    realism = manifest["steps"]["report"]["outputs"]["realism"]
+    assert realism["n_shots"] == 2 and set(realism["two_sample_auroc"]) == set(realism["samples"]) == set(recipe["generate"]["generators"])
+    assert all(v is None or 0.0 <= v <= 1.0 for v in realism["two_sample_auroc"].values())
+    assert "two-sample AUROC against the real defects" in page
     # without train.shots the hybrid does not get them
     recipe["train"]["shots"] = False
     run = run_recipe(load_recipe(write_recipe(tmp_path / "few.yaml", recipe)), tmp_path / "run2", progress=False,
