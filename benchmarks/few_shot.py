@@ -15,7 +15,8 @@ Per category and seed:
    user's are: it transplants them in two halves and validates its fusion weights on them too;
    see ``detectors.hybrid``), ``transplant`` (the shots' defects moved onto the normal
    training images by :class:`synth.DefectTransplant`, as many as one classical generator makes),
-   ``transplant-halves`` (the same, with each type's shots dealt into two halves whose transplants
+   ``transplant-halves`` (the same, with the shots dealt into two halves as the hybrid deals them
+   (``synth.shots.shot_halves``), whose transplants
    the hybrid sees as two generators: its fusion weights are then chosen on transplants of shots
    the validated head did not see), ``shots`` (the shots themselves as training positives of the
    head; they never choose a fusion weight or the threshold: they have no held-out part), and
@@ -47,6 +48,7 @@ from detectors.sizing import resize_mask_to, resize_to
 from detectors.synthetic import make_generator, synthesise
 from synth import DefectShot, DefectTransplant, split_shots
 from synth.presets import preset_options, resolve_preset
+from synth.shots import shot_halves
 
 from .shared_data import SHARED
 from .shared_data import categories as categories_in
@@ -77,17 +79,10 @@ def transplant_generator(shots: list[DefectShot], preset: str) -> DefectTranspla
 
 
 def transplants(images, shots: list[DefectShot], preset: str, count: int, seed: int, halves: bool) -> list[Anomaly]:
-    """``count`` transplanted defects; with ``halves``, the shots of each type are dealt into two
-    halves whose transplants are two generators to the hybrid, so that its fusion weights are chosen
-    on transplants of shots its head did not see (one half without the other)."""
-    parts = [shots]
-    if halves:
-        rank = {}
-        dealt = [[], []]
-        for shot in shots:
-            rank[shot.defect] = rank.get(shot.defect, -1) + 1
-            dealt[rank[shot.defect] % 2].append(shot)
-        parts = [part for part in dealt if part]
+    """``count`` transplanted defects; with ``halves``, the shots are dealt into two halves as the
+    hybrid deals them (``synth.shots.shot_halves``), whose transplants are two generators to the
+    hybrid, so that its fusion weights are chosen on transplants of shots its head did not see."""
+    parts = shot_halves(shots) if halves else [shots]
     out = []
     for index, part in enumerate(parts):
         made = synthesise(images, transplant_generator(part, preset), count // len(parts), seed + 1 + index, False)
