@@ -167,8 +167,11 @@ def describe_fusion(fusion: dict[str, Any] | None) -> str:
         return ("head weights 0 (map) and 0 (image score): the synthetic anomalies did not improve on the normal memory "
                 "for this data, so the detector scores as a normal-only kNN memory does")
     how = "chosen on held-out normals and synthetic anomalies" if fusion.get("method") == "leave-one-generator-out" else "fixed"
+    flat = [f"{', '.join(groups)} ({'map' if key == 'map' else 'image score'})"
+            for key, groups in (fusion.get("flat") or {}).items() if groups]
     return (f"head weight {w_map:g} in the map and {w_image:g} in the image score ({how}; 0: the normal memory alone, "
-            "higher: the head trained on synthetic anomalies counts more)")
+            "higher: the head trained on synthetic anomalies counts more)"
+            + (f"; found as well at every weight, so left out of the choice: {'; '.join(flat)}" if flat else ""))
 
 
 def mean_and_spread(values: torch.Tensor) -> torch.Tensor:
@@ -251,7 +254,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             shots and scaled down with fewer; 0 (default): they are scored and recorded only.
         gain_share, tolerance: the chosen weight is the smallest one whose validation AUROC (mean over
             the left-out generators whose curve moves by ``tolerance``) comes within ``tolerance`` of
-            the best, or reaches ``gain_share`` of the best gain over the memory alone (``gain_share=0.5``: the knee of the curve).
+            the best, or reaches ``gain_share`` of the best gain over the memory alone
+            (``gain_share=0.5``: the knee of the curve).
         hidden: width of the head's per-patch branch.
         head_inputs: what the head sees of each patch, any of ``"feature"``, ``"residual"`` (feature
             minus the nearest normal patch) and ``"distance"`` (to it); all three by default.

@@ -314,6 +314,9 @@ def test_train_says_what_the_fusion_weights_mean():
     assert mixed.startswith("head weight 1 in the map and 0.25 in the image score (chosen on held-out normals")
     assert "fixed" in describe_fusion({"method": "fixed", "chosen": {"map": 1.0, "image": 1.0}})
     assert describe_fusion(None) == ""
+    flat = describe_fusion({"method": "leave-one-generator-out", "chosen": {"map": 0.5, "image": 0.0},
+                            "flat": {"map": ["transplant-a", "transplant-b"], "image": []}})
+    assert flat.endswith("left out of the choice: transplant-a, transplant-b (map)")
 
 
 
