@@ -308,6 +308,8 @@ def shots_realism(ctx: RunContext) -> dict[str, Any] | None:
     from synth.dataset.reader import read_generated
 
     shots = recipe_shots(ctx)[0]
+    if sum(bool(np.any(s.mask > 0)) for s in shots) < 2:  # a classifier needs two of each kind
+        return {"n_shots": len(shots), "samples": {}, "two_sample_auroc": None}
     generated = Path(ctx.outputs("generate")["dataset"])
     by_generator: dict[str, list[int]] = {}
     for index, record in sorted(Manifest(generated).load().items()):

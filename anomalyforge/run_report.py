@@ -67,6 +67,9 @@ def _realism_section(realism: dict[str, Any] | None) -> list[str]:
     """How far each generator's samples are from the real shots (the two-sample test); it chose nothing."""
     if not realism:
         return []
+    if realism["two_sample_auroc"] is None:
+        return [f"<p>How far the generators' samples are from the real defects was not measured: the two-sample test "
+                f"needs at least two real defects, and there were {realism['n_shots']}.</p>"]
     rows = [[html.escape(name), _number(value), realism["samples"].get(name, 0)]
             for name, value in realism["two_sample_auroc"].items()]
     return [

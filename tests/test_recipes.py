@@ -360,6 +360,9 @@ def test_few_shot_recipe_learns_defects_leaves_the_shots_out_and_publishes(categ
     assert "few-shot defects left out" in metrics["evaluation"]
     page = run.report.read_text()
     assert "<img src='defects.png'" in page and (run.root / "report" / "defects.png").is_file()
+    # one shot: too few for the two-sample test, and the report says so instead of failing
+    assert manifest["steps"]["report"]["outputs"]["realism"] == {"n_shots": 1, "samples": {}, "two_sample_auroc": None}
+    assert "needs at least two real defects, and there were 1" in page
     assert published == {"folder": run.root / "curated", "repo": "someone/tiny-defects", "private": True, "license": "CC-BY-4.0"}
     assert manifest["steps"]["publish"]["outputs"]["url"].endswith("someone/tiny-defects")
 
