@@ -311,11 +311,8 @@ def shots_realism(ctx: RunContext) -> dict[str, Any] | None:
     if sum(bool(np.any(s.mask > 0)) for s in shots) < 2:  # a classifier needs two of each kind
         return {"n_shots": len(shots), "samples": {}, "two_sample_auroc": None}
     generated = Path(ctx.outputs("generate")["dataset"])
-    by_generator: dict[str, list[int]] = {}
-    for index, record in sorted(Manifest(generated).load().items()):
-        by_generator.setdefault(record["generator"], []).append(index)
     picks = {name: [indices[i] for i in np.unique(np.linspace(0, len(indices) - 1, min(REALISM_SAMPLES, len(indices))).astype(int))]
-             for name, indices in by_generator.items()}
+             for name, indices in Manifest(generated).indices_by_generator().items()}
     samples: dict[str, tuple[list, list]] = {name: ([], []) for name in picks}
     for sample in read_generated(generated, errors={}, indices={i for group in picks.values() for i in group}):
         images, masks = samples[sample.record["generator"]]

@@ -101,9 +101,7 @@ def generator_sheets(
 
     kept = set(selection["kept_origin_indices"]) if selection else set()
     dropped = selection["dropped_samples"] if selection else {}
-    by_generator: dict[str, list[int]] = {}
-    for index, record in sorted(Manifest(generated).load().items()):
-        by_generator.setdefault(record["generator"], []).append(index)
+    by_generator = Manifest(generated).indices_by_generator()
     picks: dict[str, list[int]] = {}
     for name, indices in by_generator.items():
         if eap:

@@ -41,10 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from detectors import HybridDetector
-from detectors.base import Anomaly
+from detectors.base import Anomaly, shot_at
 from detectors.data import TestSet, load_normals, load_test_set
 from detectors.evaluation import metrics_for
-from detectors.sizing import resize_mask_to, resize_to
 from detectors.synthetic import make_generator, synthesise
 from synth import DefectShot, DefectTransplant, split_shots
 from synth.presets import preset_options, resolve_preset
@@ -66,12 +65,6 @@ def first_shots(shots: list[DefectShot], k: int) -> list[DefectShot]:
         if seen[shot.defect] <= k:
             out.append(shot)
     return out
-
-
-def resized(shots: list[DefectShot], shape: tuple[int, int]) -> list[DefectShot]:
-    """The shots at the detector's input shape, the scale the normal and test images are seen at."""
-    return [DefectShot(resize_to(s.image, shape), resize_mask_to((s.mask > 0).astype(np.float32), shape), s.defect, s.source)
-            for s in shots]
 
 
 def transplant_generator(shots: list[DefectShot], preset: str) -> DefectTransplant:
@@ -174,7 +167,7 @@ def main() -> None:
             drawn, _, _ = split_shots(category, max(ks), seed=seed)
             normals = load_normals(category, HybridDetector(image_size=args.size).size_rule)
             test = load_test_set(category, normals.shape, exclude=[s.source for s in drawn])
-            shots = resized(drawn, normals.shape)
+            shots = [shot_at(shot, normals.shape) for shot in drawn]  # the scale the normal and test images are seen at
             print(f"{category.name} seed {seed}: {len(normals.images)} normals {normals.shape}, {len(drawn)} shots drawn, "
                   f"{len(test.images)} test images ({int(test.labels.sum())} defects)", flush=True)
             if args.realism and seed == 0 and max(ks) > 0:

@@ -466,9 +466,9 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         self, images: Sequence[np.ndarray], part: np.ndarray, halves: dict[str, list[DefectShot]], count: int, progress: bool,
     ) -> list[Anomaly]:
         """``count`` real defects moved onto the normal images, each half's transplants a generator of
-        its own (see the module docstring). Fewer
-        transplants than images go to images drawn from the held-out part and the folds in proportion
-        (at least one held out), so that every half can be validated."""
+        its own (see the module docstring). Fewer transplants than images go to images drawn from the
+        held-out part and the folds in proportion (at least one held out), so that every half can be
+        validated."""
         from synth.transplant import DefectTransplant
 
         if not halves:

@@ -44,6 +44,13 @@ class Manifest:
             records[int(record["index"])] = record
         return records
 
+    def indices_by_generator(self) -> dict[str, list[int]]:
+        """The sample indices of each generator, in index order."""
+        out: dict[str, list[int]] = {}
+        for index, record in sorted(self.load().items()):
+            out.setdefault(record["generator"], []).append(index)
+        return out
+
     def rewrite(self, records: Iterable[dict]) -> None:
         """Replace the whole file atomically (used to drop lines without data after a crash)."""
         self.store.write_atomic(self.name, manifest_lines(sorted(records, key=lambda r: r["index"])).encode("utf-8"))
