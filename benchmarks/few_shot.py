@@ -21,7 +21,8 @@ Per category and seed:
    the validated head did not see), ``shots`` (the shots themselves as training positives of the
    head; they never choose a fusion weight or the threshold: they have no held-out part), and
    ``transplant+shots``, and ``diffusion`` (the from-scratch diffusion backend fitted on the shots
-   paints as many defects; its fit's seconds are printed; not in the default rows: slow on a CPU).
+   paints as many defects; its fit's seconds are printed; not in the default rows: slow on a CPU)
+   and ``diffusion+fit-shots`` (both: the few-shot diffusion recipe with the shots given to ``fit``).
 4. Image AUROC, pixel AUROC, pixel AP and AU-PRO on the real test split, the fit's seconds.
 5. ``--realism``: the classifier two-sample test (``curate.realism``) of each generator's defects
    against the held-out real defects (seed 0, the largest K's shots): 0.5 = indistinguishable.
@@ -53,7 +54,7 @@ from .shared_data import SHARED
 from .shared_data import categories as categories_in
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
-INGREDIENTS = ("fit-shots", "transplant", "transplant-halves", "shots", "transplant+shots", "diffusion")
+INGREDIENTS = ("fit-shots", "transplant", "transplant-halves", "shots", "transplant+shots", "diffusion", "diffusion+fit-shots")
 CLASSICAL = ("cutpaste", "nsa", "draem")
 
 
@@ -84,15 +85,23 @@ def transplants(images, shots: list[DefectShot], preset: str, count: int, seed: 
     return out
 
 
+_DIFFUSION_FITS: dict[tuple, object] = {}
+
+
 def fitted_diffusion(images, shots: list[DefectShot], preset: str, seed: int, steps: int):
     """The from-scratch diffusion backend fitted on the shots with its defaults (``steps`` training
-    steps); its fit's seconds are printed."""
+    steps); its fit's seconds are printed. Fitted once per seed, shots and steps: the realism table
+    and the detector rows share it."""
     from synth import ScratchDefectDiffusion
 
-    generator = ScratchDefectDiffusion(train_steps=steps, seed=seed, **preset_options(preset)["diffusion"])
-    generator.fit(shots, images, progress=False)
-    print(f"  diffusion: fit {generator.fit_summary['train_seconds']:.0f} s ({steps} steps, {len(shots)} shots)", flush=True)
-    return generator
+    key = (preset, seed, steps, tuple(s.source for s in shots), len(images))
+    if key not in _DIFFUSION_FITS:
+        generator = ScratchDefectDiffusion(train_steps=steps, seed=seed, **preset_options(preset)["diffusion"])
+        generator.fit(shots, images, progress=False)
+        print(f"  diffusion: fit {generator.fit_summary['train_seconds']:.0f} s ({steps} steps, {len(shots)} shots, "
+              f"last loss {generator.fit_summary.get('final_loss') or float('nan'):.4f})", flush=True)
+        _DIFFUSION_FITS[key] = generator
+    return _DIFFUSION_FITS[key]
 
 
 def painted(images, shots: list[DefectShot], preset: str, count: int, seed: int, steps: int) -> list[Anomaly]:
@@ -182,11 +191,11 @@ def main() -> None:
                     anomalies: list[Anomaly] = []
                     if "transplant" in ingredient:
                         anomalies += transplants(normals.images, chosen, preset, count, seed, ingredient == "transplant-halves")
-                    if ingredient == "diffusion":
+                    if ingredient.startswith("diffusion"):
                         anomalies += painted(normals.images, chosen, preset, count, seed, args.diffusion_steps)
                     if ingredient in ("shots", "transplant+shots"):
                         anomalies += [Anomaly(s.image, s.mask.astype(np.float32), "real") for s in chosen]
-                    given = chosen if ingredient == "fit-shots" else None
+                    given = chosen if ingredient.endswith("fit-shots") else None
                     options = {"shot_share": args.shot_share} if given and args.shot_share is not None else {}
                     row = fit_and_score(normals.images, anomalies, test, preset, seed, args.size, given, **options)
                     row.update(category=category.name, seed=seed, k=k, ingredient=ingredient)
