@@ -304,15 +304,14 @@ def shots_realism(ctx: RunContext) -> dict[str, Any] | None:
     if not ctx.outputs("fit_defects"):
         return None
     from curate.realism import realism_table
-    from synth.dataset.manifest import Manifest
+    from synth.dataset.manifest import Manifest, evenly_spaced
     from synth.dataset.reader import read_generated
 
     shots = recipe_shots(ctx)[0]
     if sum(bool(np.any(s.mask > 0)) for s in shots) < 2:  # a classifier needs two of each kind
         return {"n_shots": len(shots), "samples": {}, "two_sample_auroc": None}
     generated = Path(ctx.outputs("generate")["dataset"])
-    picks = {name: [indices[i] for i in np.unique(np.linspace(0, len(indices) - 1, min(REALISM_SAMPLES, len(indices))).astype(int))]
-             for name, indices in Manifest(generated).indices_by_generator().items()}
+    picks = {name: evenly_spaced(indices, REALISM_SAMPLES) for name, indices in Manifest(generated).indices_by_generator().items()}
     samples: dict[str, tuple[list, list]] = {name: ([], []) for name in picks}
     for sample in read_generated(generated, errors={}, indices={i for group in picks.values() for i in group}):
         images, masks = samples[sample.record["generator"]]

@@ -76,7 +76,10 @@ def _realism_section(realism: dict[str, Any] | None) -> list[str]:
         f"<p>How far each generator's samples are from the {realism['n_shots']} real defects: the cross-validated AUROC "
         "of a classifier telling the backbone features of their defect windows apart (0.5: it cannot tell a generated "
         "defect from a real one; 1.0: every generated defect gives itself away; – where a generator made fewer than "
-        "two). With a few real defects it is a rough measure. Nothing was chosen on it.</p>",
+        "two). With a few real defects it is a rough measure. Nothing was chosen on it."
+        + (" The diffusion model learned from these same defects, so its figure flatters it: only defects it did not "
+           "see can tell how real its samples are (<code>python -m benchmarks.few_shot --realism</code> holds some out)."
+           if "diffusion" in realism["two_sample_auroc"] else "") + "</p>",
         _table(rows, ["generator", "two-sample AUROC against the real defects", "generated defects tested"]),
     ]
 
@@ -96,7 +99,7 @@ def generator_sheets(
     its EAP and, after curation (``selection``: its ``selection.json``), whether it was kept; without
     scores, samples spread over the generator's indices."""
     from synth.common.pictures import contact_sheet, mask_overlay, save_png
-    from synth.dataset.manifest import Manifest
+    from synth.dataset.manifest import Manifest, evenly_spaced
     from synth.dataset.reader import read_generated
 
     kept = set(selection["kept_origin_indices"]) if selection else set()
@@ -106,8 +109,7 @@ def generator_sheets(
     for name, indices in by_generator.items():
         if eap:
             indices = sorted(indices, key=lambda i: (-np.nan_to_num(eap.get(i, np.nan), nan=-1.0), i))
-        spots = np.unique(np.linspace(0, len(indices) - 1, min(SHEET_SAMPLES, len(indices))).round().astype(int))
-        picks[name] = [indices[s] for s in spots]
+        picks[name] = evenly_spaced(indices, SHEET_SAMPLES)
     wanted = {i for group in picks.values() for i in group}
     images = {
         sample.record["index"]: [sample.image, mask_overlay(sample.image, sample.mask)]

@@ -222,3 +222,13 @@ def test_local_workers_run_blas_on_one_thread(normals):
     with mp.get_context("fork").Pool(1, initializer=_init_pool_worker, initargs=(task, False)) as pool:
         threads = pool.map(_worker_threads, [0])[0]
     assert threads and set(threads) == {1}
+
+
+def test_evenly_spaced_keeps_the_ends_and_never_repeats():
+    from synth.dataset.manifest import evenly_spaced
+
+    items = list(range(100, 112))
+    assert evenly_spaced(items, 3) == [100, 106, 111]  # first, middle (5.5 rounds to 6), last
+    assert evenly_spaced(items, 50) == items  # never more than there are
+    assert evenly_spaced(items[:2], 1) == [100]
+    assert evenly_spaced([], 5) == [] and evenly_spaced(items, 0) == []

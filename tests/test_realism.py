@@ -41,3 +41,13 @@ def test_the_realism_table_scores_each_generator_against_the_same_real_defects()
     assert table["bright"] > table["same"] and table["bright"] > 0.9
     with pytest.raises(ValueError, match="at least 2 real defects"):
         realism_table(real[0][:1], real[1][:1], {"same": like_real})
+
+
+def test_the_report_says_the_diffusion_models_figure_is_against_its_own_training_defects():
+    from anomalyforge.run_report import _realism_section
+
+    classical = {"n_shots": 6, "samples": {"cutpaste": 60, "nsa": 60}, "two_sample_auroc": {"cutpaste": 0.7, "nsa": 0.9}}
+    with_model = {"n_shots": 6, "samples": {"cutpaste": 60, "diffusion": 60}, "two_sample_auroc": {"cutpaste": 0.7, "diffusion": 0.6}}
+    assert "flatters" not in "".join(_realism_section(classical))
+    page = "".join(_realism_section(with_model))
+    assert "learned from these same defects" in page and "0.600" in page

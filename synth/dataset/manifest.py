@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence, TypeVar
+
+import numpy as np
 
 from ..common.storage import Store, as_store
 from .layout import MANIFEST
+
+
+T = TypeVar("T")
+
+
+def evenly_spaced(items: Sequence[T], n: int) -> list[T]:
+    """At most ``n`` of ``items``, spread evenly from the first to the last: the few samples of a
+    generator that a report shows or tests, drawn the same way everywhere."""
+    if not len(items) or n < 1:
+        return []
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, min(n, len(items))).round().astype(int))]
 
 
 def manifest_lines(records: Iterable[dict]) -> str:
