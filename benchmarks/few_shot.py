@@ -186,13 +186,16 @@ def main() -> None:
                 save(args.json, results, realism_rows)
             count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)  # as one classical generator makes
             for k in ks:
+                chosen = first_shots(shots, k)
+                painted_defects: list[Anomaly] | None = None  # painted once per K, for every diffusion row
                 for ingredient in (["zero-shot"] if k == 0 else ingredients):
-                    chosen = first_shots(shots, k)
                     anomalies: list[Anomaly] = []
                     if "transplant" in ingredient:
                         anomalies += transplants(normals.images, chosen, preset, count, seed, ingredient == "transplant-halves")
                     if ingredient.startswith("diffusion"):
-                        anomalies += painted(normals.images, chosen, preset, count, seed, args.diffusion_steps)
+                        if painted_defects is None:
+                            painted_defects = painted(normals.images, chosen, preset, count, seed, args.diffusion_steps)
+                        anomalies += painted_defects
                     if ingredient in ("shots", "transplant+shots"):
                         anomalies += [Anomaly(s.image, s.mask.astype(np.float32), "real") for s in chosen]
                     given = chosen if ingredient.endswith("fit-shots") else None
