@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from synth.common.files import atomic_path, write_atomic
 from synth.common.params import Configurable
 from synth.common.saved import read_saved_config
+from synth.common.threads import follow_neighbours
 from synth.shots import DefectShot
 
 from .calibration import normalize
@@ -209,6 +210,7 @@ class Detector(Configurable, ABC):
         scores, maps = [], []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc="predict", unit="batch", disable=not progress):
+            follow_neighbours()
             batch = [resize_to(np.asarray(images[i]), self.input_shape) for i in range(start, min(start + self.batch_size, len(images)))]
             batch_scores, batch_maps = self._predict_batch(batch, device)
             scores.append(batch_scores.float().cpu())

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synth.common.random_streams import FEATURE_FOLDS, epoch_generator, stream
+from synth.common.threads import follow_neighbours
 from synth.perlin import perlin_noise
 
 from .base import Anomaly
@@ -156,6 +157,7 @@ class FeatureDiscriminator(SyntheticAnomalies, PatchDetector):
         """Backbone levels of all images, kept on the CPU in half precision."""
         chunks: list[list[torch.Tensor]] = []
         for start in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch", disable=not progress):
+            follow_neighbours()
             batch = to_batch([images[i] for i in range(start, min(start + self.batch_size, len(images)))], self.input_shape)
             chunks.append([level.half().cpu() for level in self.model_.features.levels(batch.to(device))])
         return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]

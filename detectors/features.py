@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synth.common.threads import follow_neighbours
+
 from .backbone import DEFAULT_STAGES, Backbone
 from .sizing import Tiling, resize_to
 
@@ -147,6 +149,7 @@ def patch_maps(
 
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress):
+        follow_neighbours()
         batch = to_batch(images[start : start + batch_size], shape).to(device)
         out.append(features(batch).to(dtype).cpu())
     return torch.cat(out)

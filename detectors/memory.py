@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from synth.common.threads import follow_neighbours
+
 
 def greedy_coreset(
     features: torch.Tensor,
@@ -39,6 +41,7 @@ def greedy_coreset(
     centre = x[chosen[0]]
     min_dist = norms - 2 * (x @ centre) + centre @ centre
     for i in tqdm(range(1, n), desc="coreset", unit="pt", disable=not progress, mininterval=1.0):
+        follow_neighbours()
         index = int(torch.argmax(min_dist))
         chosen[i] = index
         centre = x[index]

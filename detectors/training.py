@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from synth.common.saved import make_accelerator
+from synth.common.threads import follow_neighbours
 
 
 def rank_steps(steps: int, rank: int, world: int) -> range:
@@ -39,6 +40,7 @@ def train_loop(
         model.train()
         total, count = 0.0, 0
         for batch in batches(epoch, accelerator.process_index, accelerator.num_processes):
+            follow_neighbours()
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             with accelerator.autocast():
                 loss = step(model, batch)

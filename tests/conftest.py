@@ -5,6 +5,16 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def threads_stay_put():
+    """A command run in this process makes its thread count follow the machine's load; the tests
+    after it compare runs bit for bit, so the count stops following when the test ends."""
+    yield
+    from synth.common import threads
+
+    threads._watch.owner = None
+
+
 def write_images(folder: Path, images: list[np.ndarray], prefix: str) -> list[Path]:
     """Write images as ``folder/<prefix><k>.png`` and return their paths."""
     folder.mkdir(parents=True)

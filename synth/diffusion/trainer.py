@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from synth.common.threads import follow_neighbours
+
 from .checkpoint import load_training_state, save_training_state
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ def train(
         module.train()
     rank = accelerator.process_index
     for step in range(start, steps):
+        follow_neighbours()
         batch = run.batch(np.random.default_rng([seed, step, rank]))
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         noise = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, rank, 1]).integers(2**63)))
