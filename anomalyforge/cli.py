@@ -260,8 +260,9 @@ def _device_and_quiet(
         parser.add_argument("--device", default=None, help=f"cpu, cuda, ... (default: {device})")
     if threads:
         parser.add_argument("--threads", type=_positive, default=None,
-                            help="CPU threads for torch and BLAS (default: OMP_NUM_THREADS when set, else the CPUs "
-                                 "this process may use that other processes do not keep busy at the start)")
+                            help="CPU threads for torch and BLAS, kept for the whole command (default: OMP_NUM_THREADS "
+                                 "when set, else the CPUs this process may use that other processes do not keep busy, "
+                                 "looked at again every few seconds)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -53,7 +53,7 @@ SCHEMA: dict[str, Any] = {
     "name": Key(Optional[str], None, "run name; the default run folder is `runs/<name>`", ("report",), shown="file name"),
     "seed": Key(int, 0, "one seed for every step; same seed and data give the same run", SEEDED),
     "threads": Key(Optional[int], None, "CPU threads for torch and BLAS (`--threads` wins); `null`: `OMP_NUM_THREADS` "
-                   "when set, else the CPUs free when the run starts"),
+                   "when set, else the CPUs other processes leave free, looked at again every few seconds"),
     "data": {
         "normals": Key(Optional[str], None, "folder of good images, an MVTec-layout category (its `train/good`), "
                        "`elpv` (solar cells with real defects, `pip install \"anomalyforge[demo]\"`) or `embedded` "
