@@ -84,14 +84,15 @@ def choose_threads(requested: int | None = None) -> int:
     """The threads to use: the user's choice, else the available CPUs that other processes do not
     keep busy (at least one)."""
     users = users_threads(requested)
-    return users if users is not None else max(1, available_cpus() - busy_cpus())
+    return users if users is not None else threads_beside(busy_cpus(), available_cpus())
 
 
 def use_threads(requested: int | None = None) -> int:
     """Choose the thread count and apply it: in the environment before torch and BLAS load (their
     pools read it once), and to torch and OpenCV when they are loaded already. Returns the count."""
-    threads = choose_threads(requested)
-    _watch.owner = os.getpid() if users_threads(requested) is None else None  # forked workers keep their own count
+    users = users_threads(requested)
+    threads = choose_threads(users)
+    _watch.owner = os.getpid() if users is None else None  # forked workers keep their own count
     _watch.last = None
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep instead of spinning...
     os.environ.setdefault("GOMP_SPINCOUNT", SHORT_SPIN)  # ...after a short spin (GNU OpenMP, torch's on Linux)
