@@ -9,7 +9,8 @@ Per category and seed:
 
 1. ``max(K)`` real defects of each type are drawn as shots (``synth.split_shots``); the shots of a
    smaller K are the first K of them. Every shot of the largest K is left out of the test, so
-   every row is scored on the same test images.
+   every row is scored on the same test images (``--leave-out K``: the shots of that K instead,
+   so that a run of fewer K scores the same test images as a full run).
 2. K = 0 is the default hybrid, trained on its own synthetic anomalies only (zero-shot).
 3. For K > 0, each ingredient is a row: ``fit-shots`` (the shots given to the hybrid's ``fit``, as a
    user's are: it transplants them in two halves and validates its fusion weights on them too;
@@ -151,6 +152,8 @@ def main() -> None:
     parser.add_argument("categories", nargs="*", type=Path, help=f"MVTec-layout categories (default: every one in {SHARED})")
     parser.add_argument("--shots", default="0,1,3,5", help="K values: real defects per type (0: zero-shot)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--leave-out", type=int, default=None, help="real defects per type drawn and left out of the test "
+                        "(default: the largest K), so that a run of fewer K scores the same test images as a full one")
     parser.add_argument("--ingredients", default="fit-shots,transplant,transplant-halves,shots,transplant+shots",
                         help=f"rows for K > 0, from {', '.join(INGREDIENTS)}")
     parser.add_argument("--diffusion-steps", type=int, default=2000, help="training steps of the diffusion backend")
@@ -164,6 +167,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ks = sorted({int(k) for k in args.shots.split(",")})
+    leave_out = max(ks) if args.leave_out is None else args.leave_out
+    if leave_out < max(ks):
+        parser.error(f"--leave-out {leave_out} is fewer than the largest K ({max(ks)})")
     ingredients = [name for name in args.ingredients.split(",") if name]  # none: the realism table alone
     unknown = set(ingredients) - set(INGREDIENTS)
     if unknown:
@@ -173,13 +179,13 @@ def main() -> None:
     for category in args.categories or categories_in():
         preset = resolve_preset("auto", category)
         for seed in (int(s) for s in args.seeds.split(",")):
-            drawn, _, _ = split_shots(category, max(ks), seed=seed)
+            drawn, _, _ = split_shots(category, leave_out, seed=seed)
             normals = load_normals(category, HybridDetector(image_size=args.size).size_rule)
             test = load_test_set(category, normals.shape, exclude=[s.source for s in drawn])
             shots = [shot_at(shot, normals.shape) for shot in drawn]  # the scale the normal and test images are seen at
             print(f"{category.name} seed {seed}: {len(normals.images)} normals {normals.shape}, {len(drawn)} shots drawn, "
                   f"{len(test.images)} test images ({int(test.labels.sum())} defects)", flush=True)
-            if args.realism and seed == 0 and max(ks) > 0:
+            if args.realism and seed == 0 and leave_out > 0:
                 steps = [int(v) for v in args.realism_diffusion.split(",") if v]
                 realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n, steps)
                 print(f"  two-sample AUROC (0.5: like real): {realism_rows[category.name]}", flush=True)

@@ -20,19 +20,7 @@ from synth.common.files import atomic_path
 
 from .base import Detector
 from .features import PatchFeatures
-
-
-
-def _nearest(patches: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance of every patch (B x C x h x w) to its nearest bank row, and that row (as
-    :func:`detectors.memory.nearest_maps`, one matrix product)."""
-    b, c, h, w = patches.shape
-    flat = patches.permute(0, 2, 3, 1).reshape(-1, c)
-    squared = (flat * flat).sum(1, keepdim=True) - 2.0 * flat @ bank.T + (bank * bank).sum(1)[None]
-    best, index = squared.min(1)
-    distance = best.clamp_min(0).sqrt().reshape(b, 1, h, w)
-    nearest_rows = bank[index].reshape(b, h, w, c).permute(0, 3, 1, 2)
-    return distance, nearest_rows
+from .memory import dense_nearest_maps
 
 
 class _Graph(nn.Module):
@@ -48,7 +36,7 @@ class _Graph(nn.Module):
         model = self.model
         features: PatchFeatures = model.features
         patches = features(images.permute(0, 3, 1, 2).float())  # tiled as in predict when the detector tiles
-        distance, nearest_rows = _nearest(patches, model.memory_bank)
+        distance, nearest_rows = dense_nearest_maps(patches, model.memory_bank)
         scores, maps = self.detector.export_outputs(patches, distance, patches - nearest_rows)
         return scores, maps[:, 0]
 

@@ -32,6 +32,14 @@ flat); by default nothing: a few real defects are often all found whatever the w
 flat curves were left out, blending them in pulled the choice towards the memory alone and cost
 pixel AP on every category measured (docs/measurements.md). They never train a head.
 
+The real defects' own patches also make a memory of known defects (``detectors.defect_memory``): a
+patch nearer a known defect than any normal patch raises the image score. Its weight in the image
+score is chosen on the real defects as the head weights are on the synthetic ones: each half is
+scored with the heads that did not see its transplants and against a memory of the other half's
+patches, among the held-out normals; 0 where that curve is flat, and scaled down with fewer than
+``SHOTS_FOR_FULL_SHARE`` shots. It serves the image score only, which the shots did not reach where
+the image head's weight is 0 (docs/measurements.md); in the map it was not tried.
+
 The image score is the mean of the top 1 % of a second fused map, ``z_memory + w_image * z_image``,
 whose head sees only the distance map: a learned spatial filter of the memory's evidence. Trained on
 the same synthetic anomalies, it cannot fit their appearance, only the shape of the memory's
@@ -60,6 +68,7 @@ from synth.registry import parse_weights
 from synth.shots import DefectShot, shot_halves
 
 from .base import Anomaly
+from .defect_memory import defect_bank, defect_evidence
 from .features import PatchFeatures, downsample_mask, gaussian_blur, patch_maps, to_batch, top_mean
 from .head import (
     CONTEXT_WIDTH, HEAD_INPUTS, check_head_options, head_input, head_input_channels, is_positive_int, segmentation_head,
@@ -74,7 +83,7 @@ from .training import rank_steps, train_loop
 HELD_OUT = 2  # the part of the normal images kept for calibration and selection (folds are 0 and 1)
 PARTS = (0, 1, HELD_OUT)
 TRANSPLANT_GROUPS = ("transplant-a", "transplant-b")  # the generators of the transplants of each half of the shots
-SHOTS_FOR_FULL_SHARE = 10  # real defects that weigh ``shot_share`` in the choice of the fusion weights; fewer weigh less
+SHOTS_FOR_FULL_SHARE = 10  # real defects whose choices count in full (shot_share, the defect memory's weight); fewer count less
 
 
 @dataclass
@@ -134,6 +143,20 @@ def with_real_defects(synthetic: np.ndarray, real: np.ndarray, share: float, tol
     return (1 - share) * synthetic + share * real if moves(real, tolerance) else synthetic
 
 
+def shot_trust(n_shots: int) -> float:
+    """How much the choices of ``n_shots`` real defects count, from 0 to 1: a few cannot decide alone."""
+    return min(1.0, n_shots / SHOTS_FOR_FULL_SHARE)
+
+
+def weight_from_shots(weights: Sequence[float], curve: Sequence[float], n_shots: int, gain_share: float = 1.0, tolerance: float = 0.002) -> float:
+    """The weight that real defects' validation curve asks for (:func:`choose_weight`), 0 where the
+    curve is flat (it says nothing about the weight), scaled by :func:`shot_trust`: a few real defects
+    move the weight from 0 part of the way only."""
+    if not moves(np.asarray(curve), tolerance):
+        return 0.0
+    return choose_weight(weights, curve, gain_share, tolerance) * shot_trust(n_shots)
+
+
 def training_windows(
     masks: torch.Tensor | None, index: torch.Tensor, cells: tuple[int, int], grid: tuple[int, int], generator: torch.Generator,
 ) -> list[tuple[slice, slice]]:
@@ -163,7 +186,10 @@ def describe_fusion(fusion: dict[str, Any] | None) -> str:
     if not chosen:
         return ""
     w_map, w_image = float(chosen["map"]), float(chosen["image"])
-    if w_map == 0 and w_image == 0:
+    w_defect = float(chosen.get("defect_memory", 0.0))
+    known = (f"; a memory of the {fusion['defect_memory']['n']} real defects' patches weighs {w_defect:g} in the image score"
+             if w_defect > 0 else "")
+    if w_map == 0 and w_image == 0 and w_defect == 0:
         return ("head weights 0 (map) and 0 (image score): the synthetic anomalies did not improve on the normal memory "
                 "for this data, so the detector scores as a normal-only kNN memory does")
     how = "chosen on held-out normals and synthetic anomalies" if fusion.get("method") == "leave-one-generator-out" else "fixed"
@@ -171,7 +197,7 @@ def describe_fusion(fusion: dict[str, Any] | None) -> str:
             for key, groups in (fusion.get("flat") or {}).items() if groups]
     return (f"head weight {w_map:g} in the map and {w_image:g} in the image score ({how}; 0: the normal memory alone, "
             "higher: the head trained on synthetic anomalies counts more)"
-            + (f"; found as well at every weight, so left out of the choice: {'; '.join(flat)}" if flat else ""))
+            + (f"; found as well at every weight, so left out of the choice: {'; '.join(flat)}" if flat else "") + known)
 
 
 def mean_and_spread(values: torch.Tensor) -> torch.Tensor:
@@ -216,6 +242,18 @@ class _HybridModel(nn.Module):
         """The image head's logit map, standardised on held-out normals as ``standardised`` does the map head's."""
         return (self.image_head_logits(patches, residual, distance) - self.image_head_stats[0]) / self.image_head_stats[1]
 
+    def set_defect_memory(self, bank: torch.Tensor, stats: torch.Tensor, weight: float) -> None:
+        """Add a memory of known defects' patches to the image score (``detectors.defect_memory``), its
+        evidence standardised on held-out normals (``stats``) and weighted by ``weight``."""
+        device = self.memory_bank.device
+        self.register_buffer("defect_bank", bank.float().to(device))
+        self.register_buffer("defect_stats", stats.float().to(device))
+        self.register_buffer("defect_weight", torch.tensor(float(weight), device=device))
+
+    @property
+    def has_defect_memory(self) -> bool:
+        return "defect_bank" in self._buffers
+
     def standardised(self, distance: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (
             (distance - self.memory_stats[0]) / self.memory_stats[1],
@@ -228,7 +266,11 @@ class _HybridModel(nn.Module):
         memory, head = self.standardised(distance, self.head_logits(patches, residual, distance))
         w_map, w_image = self.fusion_weights
         image_head = head if self.image_head is None else self.standardised_image_head(patches, residual, distance)
-        return memory + w_map * head, memory + w_image * image_head
+        image = memory + w_image * image_head
+        if self.has_defect_memory:
+            evidence = (defect_evidence(patches, distance, self.defect_bank) - self.defect_stats[0]) / self.defect_stats[1]
+            image = image + self.defect_weight * evidence
+        return memory + w_map * head, image
 
     def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch maps (B x C x h x w) -> fused maps for the pixels and for the image score (B x 1 x h x w)."""
@@ -252,6 +294,10 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         shot_share: the weight of the real defects given to ``fit`` in the choice of the fusion weights
             (the synthetic anomalies' validation weighs the rest), reached with ``SHOTS_FOR_FULL_SHARE``
             shots and scaled down with fewer; 0 (default): they are scored and recorded only.
+        defect_memory: with real defects given to ``fit`` (at least two, so that each half can be
+            checked against the other's), add a memory of their patches to the image score
+            (``detectors.defect_memory``), weighted as the real defects choose (see the module
+            docstring); ``False``: the shots reach the detector through their transplants only.
         gain_share, tolerance: the chosen weight is the smallest one whose validation AUROC (mean over
             the left-out generators whose curve moves by ``tolerance``) comes within ``tolerance`` of
             the best, or reaches ``gain_share`` of the best gain over the memory alone
@@ -302,6 +348,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         gain_share: float = 1.0,
         tolerance: float = 0.002,
         shot_share: float = 0.0,
+        defect_memory: bool = True,
         hidden: int = 256,
         head_inputs: Sequence[str] = HEAD_INPUTS,
         head_context: Sequence[int] = (2, 4, 8),
@@ -331,6 +378,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
         if not 0.0 <= shot_share <= 1.0:
             raise ValueError(f"shot_share must be in [0, 1], got {shot_share}")
+        if not isinstance(defect_memory, bool):
+            raise ValueError(f"defect_memory must be true or false, got {defect_memory!r}")
         if not 0.0 < top_k <= 1.0:
             raise ValueError(f"top_k must be in (0, 1], got {top_k}")
         if self.batch_size < 2:
@@ -354,6 +403,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         self.gain_share = gain_share
         self.tolerance = tolerance
         self.shot_share = shot_share
+        self.defect_memory = defect_memory
         self.hidden = hidden
         self.head_inputs = [str(name) for name in head_inputs]
         self.head_context = [int(d) for d in head_context]
@@ -372,10 +422,13 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
     def _build(self) -> nn.Module:
         features = self.patch_features()
         image_head = None if self.image_head_inputs is None else self._new_head(features.channels, image=True)
-        return _HybridModel(
+        model = _HybridModel(
             features, self._new_head(features.channels), self.state_.get("bank_size", 1), self.head_inputs,
             image_head, self.image_head_inputs or (),
         )
+        if self.state_.get("defect_bank_size"):  # placeholders, sized as saved; load() fills them
+            model.set_defect_memory(torch.zeros(self.state_["defect_bank_size"], features.channels), torch.tensor([0.0, 1.0]), 0.0)
+        return model
 
     def _new_head(self, channels: int, image: bool = False) -> nn.Module:
         """The map's head, or with ``image`` the image score's."""
@@ -422,16 +475,20 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         self.model_.memory_bank = torch.cat(banks).to(device)  # replaces the placeholder; load() sizes it from the state
         self._standardise(fit)
         self.model_.fusion_weights.copy_(torch.tensor(weights, dtype=torch.float32))
+        defect_weight = (selection.get("defect_memory") or {}).get("weight", 0.0)
+        if defect_weight > 0:
+            self._add_defect_memory(fit, defect_weight)
         # image scores of the held-out normals and of the synthetic anomalies made on them, as predict
         # gives them (against the training folds' memory: held-out images are not in it), for calibration
         self.held_out_scores_ = (self._scores_of(data, "normal", fit.held_normals), self._scores_of(data, "anomaly", fit.held_anomalies))
         self.model_.cpu()
-        selection["chosen"] = {"map": weights[0], "image": weights[1]}
+        selection["chosen"] = {"map": weights[0], "image": weights[1], "defect_memory": defect_weight}
         self.state_.update({
             "bank_size": int(len(self.model_.memory_bank)),
             "n_normal": len(images), "n_held_out": int(len(fit.held_normals)),
             "n_anomalies": int(len(fit.train_anomalies)), "n_validation_anomalies": int(len(fit.held_anomalies)),
             "n_shots": len(real),
+            "defect_bank_size": int(len(self.model_.defect_bank)) if self.model_.has_defect_memory else 0,
             "fusion": selection, "loss_history": history,
         })
 
@@ -560,6 +617,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             return (self.fixed_weight, self.fixed_weight), selection
         scores: dict[str, list] = {"map": [], "image": []}
         on_shots: dict[str, list] = {"map": [], "image": []}
+        shot_images: dict[str, dict[str, tuple]] = {}  # per half of the shots: its real defects' and transplants' image maps
         epochs = min(self.selection_epochs, self.epochs) if self.selection_epochs else (self.epochs + 1) // 2
         for group in tqdm(groups, desc="select fusion", unit="generator", disable=not progress):
             kept = fit.train_anomalies[fit.pool_group[fit.train_anomalies] != group]
@@ -571,16 +629,19 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             result = self._validate(head, image_head, fit.data, fit.held_normals, valid, fit.masks)
             for key in scores:
                 scores[key].append(result[key])
+            transplants = (valid, result["image_parts"])
             real = np.nonzero(fit.shot_group == group)[0]
             if len(real):  # the real defects whose transplants these heads did not see
                 result = self._validate(head, image_head, fit.data, fit.held_normals, real, fit.shot_masks, "shot")
                 for key in on_shots:
                     on_shots[key].append(result[key])
+                if self.defect_memory:
+                    shot_images[group] = {"shot": (real, result["image_parts"]), "anomaly": transplants}
         kept = {key: informative_curves(value, self.tolerance) for key, value in scores.items()}
         mean = {key: np.mean(np.asarray(value)[kept[key]], axis=0) for key, value in scores.items()}
         if on_shots["map"]:
             n_validated = int(np.isin(fit.shot_group, groups).sum())
-            share = self.shot_share * min(1.0, n_validated / SHOTS_FOR_FULL_SHARE)
+            share = self.shot_share * shot_trust(n_validated)
             real_mean = {key: np.mean(value, axis=0) for key, value in on_shots.items()}
             selection["shots"] = {
                 "n": n_validated, "share": round(share, 4),
@@ -589,6 +650,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             }
             mean = {key: with_real_defects(mean[key], real_mean[key], share, self.tolerance) for key in mean}
         weights = tuple(self._choose(mean[key]) for key in ("map", "image"))
+        if shot_images:
+            selection["defect_memory"] = self._choose_defect_weight(fit, shot_images, weights[1])
         selection.update({
             "method": "leave-one-generator-out", "generators": [str(g) for g in groups],
             "validation_pixel_auroc": [round(float(v), 4) for v in mean["map"]],
@@ -708,32 +771,88 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
     def _validate(
         self, head: nn.Module, image_head: nn.Module, data, normals: np.ndarray, anomalies: np.ndarray, masks: torch.Tensor,
         kind: str = "anomaly",
-    ) -> dict[str, list[float]]:
+    ) -> dict[str, Any]:
         """Pixel AUROC (with the map's head) and image AUROC (with the image score's head) of the fused
         maps for each candidate weight, on held-out normals and held-out anomalies of ``kind`` (synthetic
         ones, or the real ``"shot"``; at the feature grid, smoothing scaled to it). Each map is
-        standardised on the held-out normals."""
-
-        def standardised(n: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-            mean, spread = mean_and_spread(n)
-            return (torch.cat([n, a]) - mean) / spread
-
-        def head_maps(model: nn.Module, image: bool) -> torch.Tensor:
-            return standardised(self._logits(model, data, normals, image=image), self._logits(model, data, anomalies, kind, image))
-
-        memory = standardised(data["normal"][2][torch.from_numpy(normals)], data[kind][2][torch.from_numpy(anomalies)])
-        logits = head_maps(head, False)
-        image_logits = logits if image_head is head else head_maps(image_head, True)
+        standardised on the held-out normals. Also returns, as ``"image_parts"``, the two terms of the
+        image score's map: the memory's and the image head's (the map's head where there is none)."""
+        memory = self._standardised_maps(None, data, normals, anomalies, kind)
+        logits = self._standardised_maps(head, data, normals, anomalies, kind)
+        image_logits = logits if image_head is head else self._standardised_maps(image_head, data, normals, anomalies, kind, image=True)
         target = torch.cat([torch.zeros(len(normals), 1, *masks.shape[-2:]), masks[torch.from_numpy(anomalies)]]).flatten().numpy()
         labels = np.r_[np.zeros(len(normals)), np.ones(len(anomalies))]
         sigma = self.sigma / self.model_.features.stride
-        out = {"map": [], "image": []}
+        out: dict[str, Any] = {"map": [], "image": [], "image_parts": (memory, image_logits)}
         for w in self.fusion_weights:
             fused = gaussian_blur(memory + w * logits, sigma)
             fused_image = fused if image_logits is logits else gaussian_blur(memory + w * image_logits, sigma)
             out["map"].append(auroc(fused.flatten().numpy(), target))
             out["image"].append(auroc(self._image_scores(fused_image).numpy(), labels))
         return out
+
+    def _standardised_maps(
+        self, head: nn.Module | None, data, normals: np.ndarray, anomalies: np.ndarray, kind: str, image: bool = False,
+    ) -> torch.Tensor:
+        """The maps of held-out normals then of anomalies of ``kind``, standardised on the normals: the
+        memory's distance (``head`` None) or a head's logit."""
+        if head is None:
+            n, a = data["normal"][2][torch.from_numpy(normals)], data[kind][2][torch.from_numpy(anomalies)]
+        else:
+            n, a = self._logits(head, data, normals, image=image), self._logits(head, data, anomalies, kind, image)
+        mean, spread = mean_and_spread(n)
+        return (torch.cat([n, a]) - mean) / spread
+
+    @torch.no_grad()
+    def _evidence(self, data, kind: str, index: np.ndarray, bank: torch.Tensor) -> torch.Tensor:
+        """The defect memory's evidence maps (``detectors.defect_memory``) of training-time samples."""
+        out = []
+        for start in range(0, len(index), 32):
+            chunk = torch.from_numpy(index[start : start + 32])
+            out.append(defect_evidence(data[kind][0][chunk].float(), data[kind][2][chunk], bank))
+        return torch.cat(out)
+
+    def _choose_defect_weight(self, fit: "_FitData", shot_images: dict[str, dict[str, tuple]], w_image: float) -> dict[str, Any]:
+        """The defect memory's weight in the image score. Each half of the real defects, and its
+        transplants on held-out normals, is scored with the heads that did not see its transplants,
+        against a memory of the other half's patches, among the held-out normals. The weight is chosen
+        on the mean image AUROC of these curves as the head weights are (the curves that move; a few
+        real defects are often all found at every weight, where their transplants, smaller and
+        blended, are not), and scaled by the number of real defects (:func:`weight_from_shots`)."""
+        sigma = self.sigma / self.model_.features.stride
+        curves, names, n_validated = [], [], 0
+        for group, samples in shot_images.items():
+            other = np.nonzero(fit.shot_group != group)[0]
+            if not len(other):
+                continue
+            bank = defect_bank(fit.data["shot"][0][other], fit.shot_masks[other], self.seed)
+            normals = self._evidence(fit.data, "normal", fit.held_normals, bank)
+            mean, spread = mean_and_spread(normals)
+            for kind, (index, (memory, image)) in samples.items():
+                if not len(index):
+                    continue
+                evidence = (torch.cat([normals, self._evidence(fit.data, kind, index, bank)]) - mean) / spread
+                labels = np.r_[np.zeros(len(fit.held_normals)), np.ones(len(index))]
+                base = memory + w_image * image
+                curves.append([auroc(self._image_scores(gaussian_blur(base + w * evidence, sigma)).numpy(), labels)
+                               for w in self.fusion_weights])
+                names.append(f"{group} ({'real' if kind == 'shot' else 'transplants'})")
+            n_validated += int((fit.shot_group == group).sum())
+        if not curves:
+            return {"n": 0, "weight": 0.0}
+        kept = informative_curves(np.asarray(curves), self.tolerance)
+        curve = np.mean(np.asarray(curves)[kept], axis=0)
+        weight = weight_from_shots(self.fusion_weights, curve, n_validated, self.gain_share, self.tolerance)
+        return {"n": n_validated, "validation_image_auroc": [round(float(v), 4) for v in curve], "weight": round(weight, 4),
+                "per_half": {name: [round(float(v), 4) for v in c] for name, c in zip(names, curves)},
+                "flat": [name for name, k in zip(names, kept) if not k]}
+
+    def _add_defect_memory(self, fit: "_FitData", weight: float) -> None:
+        """The defect memory of every real defect, standardised on the held-out normals."""
+        index = np.arange(len(fit.shot_group))
+        bank = defect_bank(fit.data["shot"][0][index], fit.shot_masks[index], self.seed)
+        stats = mean_and_spread(self._evidence(fit.data, "normal", fit.held_normals, bank))
+        self.model_.set_defect_memory(bank, stats, weight)
 
     def _image_scores(self, maps: torch.Tensor) -> torch.Tensor:
         return top_mean(maps, self.top_k)
@@ -760,7 +879,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
     def post_process(self, fused_map: torch.Tensor, fused_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid maps -> (image scores, smoothed maps at the input shape); also the exported graph's end."""
         # one map serves both when the image score fuses the map's head with the same weight
-        same = self.model_.image_head is None and bool(self.model_.fusion_weights[0] == self.model_.fusion_weights[1])
+        same = (self.model_.image_head is None and not self.model_.has_defect_memory
+                and bool(self.model_.fusion_weights[0] == self.model_.fusion_weights[1]))
         grids = fused_map if same else torch.cat([fused_map, fused_image], 1)
         up = F.interpolate(grids, size=self.input_shape, mode="bilinear", align_corners=False)
         up = gaussian_blur(up.reshape(-1, 1, *self.input_shape), self.sigma).reshape(-1, grids.shape[1], *self.input_shape)

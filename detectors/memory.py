@@ -90,3 +90,16 @@ def nearest_maps(features: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tens
     distance, index = nearest(flat, bank)
     residual = flat - bank[index].to(flat.dtype)
     return distance.view(b, 1, h, w), residual.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def dense_nearest_maps(patches: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`nearest_maps`, but the distance map and the nearest rows themselves (B x C x h x w), in
+    one matrix product: no loop whose count depends on the batch, so that it traces into an ONNX
+    graph with a dynamic batch (and is fast for a small bank)."""
+    b, c, h, w = patches.shape
+    flat = patches.permute(0, 2, 3, 1).reshape(-1, c)
+    squared = (flat * flat).sum(1, keepdim=True) - 2.0 * flat @ bank.T + (bank * bank).sum(1)[None]
+    best, index = squared.min(1)
+    distance = best.clamp_min(0).sqrt().reshape(b, 1, h, w)
+    nearest_rows = bank[index].reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return distance, nearest_rows

@@ -110,7 +110,7 @@ def test_hybrid_with_a_fixed_weight_and_ready_made_anomalies():
         sample = generator(image, np.random.default_rng(i))
         ready.append(Anomaly(sample.image, sample.mask, "cutpaste", source=i))
     detector = tiny(synth="none", select="fixed", fixed_weight=0.0).fit(NORMALS, ready, progress=False)
-    assert detector.state_["fusion"]["chosen"] == {"map": 0.0, "image": 0.0}
+    assert detector.state_["fusion"]["chosen"] == {"map": 0.0, "image": 0.0, "defect_memory": 0.0}
     assert detector.state_["fusion"]["method"] == "fixed"
     # anomalies made on held-out images are kept for validation, not training
     assert detector.state_["n_anomalies"] + detector.state_["n_validation_anomalies"] == len(ready)
@@ -124,7 +124,7 @@ def test_hybrid_with_a_fixed_weight_and_ready_made_anomalies():
 def test_hybrid_with_one_generator_has_nothing_to_leave_out():
     single = tiny(synth="draem", epochs=1).fit(NORMALS, progress=False)
     assert single.state_["fusion"]["method"].startswith("fixed (fewer than two generators")
-    assert single.state_["fusion"]["chosen"] == {"map": 1.0, "image": 1.0}
+    assert single.state_["fusion"]["chosen"] == {"map": 1.0, "image": 1.0, "defect_memory": 0.0}
 
 
 def test_hybrid_errors_are_clear():
