@@ -14,17 +14,19 @@ Per category and seed:
 2. K = 0 is the default hybrid, trained on its own synthetic anomalies only (zero-shot).
 3. For K > 0, each ingredient is a row: ``fit-shots`` (the shots given to the hybrid's ``fit``, as a
    user's are: it transplants them in two halves and validates its fusion weights on them too;
-   see ``detectors.hybrid``), ``transplant`` (the shots' defects moved onto the normal
-   training images by :class:`synth.DefectTransplant`, as many as one classical generator makes),
-   ``transplant-halves`` (the same, with the shots dealt into two halves as the hybrid deals them
-   (``synth.shots.shot_halves``), whose transplants
-   the hybrid sees as two generators: its fusion weights are then chosen on transplants of shots
+   see ``detectors.hybrid``), ``fit-shots-no-memory`` (the same without the memory of the shots'
+   defect patches in the image score, ``detectors.defect_memory``: its ablation), ``transplant``
+   (the shots' defects moved onto the normal training images by :class:`synth.DefectTransplant`,
+   as many as one classical generator makes), ``transplant-halves`` (the same, with the shots dealt
+   into two halves as the hybrid deals them (``synth.shots.shot_halves``), whose transplants the
+   hybrid sees as two generators: its fusion weights are then chosen on transplants of shots
    the validated head did not see), ``shots`` (the shots themselves as training positives of the
    head; they never choose a fusion weight or the threshold: they have no held-out part), and
    ``transplant+shots``, and ``diffusion`` (the from-scratch diffusion backend fitted on the shots
    paints as many defects; its fit's seconds are printed; not in the default rows: slow on a CPU)
    and ``diffusion+fit-shots`` (both: the few-shot diffusion recipe with the shots given to ``fit``).
-4. Image AUROC, pixel AUROC, pixel AP and AU-PRO on the real test split, the fit's seconds.
+4. Image AUROC, pixel AUROC, pixel AP and AU-PRO on the real test split, the fit's and the
+   prediction's seconds.
 5. ``--realism``: the classifier two-sample test (``curate.realism``) of each generator's defects
    against the held-out real defects (seed 0, the largest K's shots): 0.5 = indistinguishable.
    ``--realism-diffusion 2000`` adds the diffusion backend fitted for that many steps (its fit's
@@ -55,7 +57,7 @@ from .shared_data import SHARED
 from .shared_data import categories as categories_in
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
-INGREDIENTS = ("fit-shots", "transplant", "transplant-halves", "shots", "transplant+shots", "diffusion", "diffusion+fit-shots")
+INGREDIENTS = ("fit-shots", "fit-shots-no-memory", "transplant", "transplant-halves", "shots", "transplant+shots", "diffusion", "diffusion+fit-shots")
 CLASSICAL = ("cutpaste", "nsa", "draem")
 
 
@@ -121,11 +123,14 @@ def fit_and_score(
     start = time.perf_counter()
     detector.fit(images, anomalies, progress=False, shots=shots)
     fit_s = time.perf_counter() - start
-    metrics = metrics_for(detector.predict(test.images), test)
+    start = time.perf_counter()
+    prediction = detector.predict(test.images)
+    predict_s = time.perf_counter() - start
+    metrics = metrics_for(prediction, test)
     per_defect = {k: round(v, 4) for k, v in metrics.pop("image_auroc_per_defect").items()}
     pixel_per_defect = {k: round(v, 4) for k, v in metrics.pop("pixel_auroc_per_defect").items()}
     return {**{k: round(float(metrics[k]), 4) for k in METRICS}, "per_defect": per_defect, "pixel_per_defect": pixel_per_defect,
-            "fit_s": round(fit_s, 1), "fusion": detector.state_["fusion"]["chosen"], "selection": detector.state_["fusion"],
+            "fit_s": round(fit_s, 1), "predict_s": round(predict_s, 1), "fusion": detector.state_["fusion"]["chosen"], "selection": detector.state_["fusion"],
             "n_anomalies": len(anomalies)}
 
 
@@ -154,7 +159,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--leave-out", type=int, default=None, help="real defects per type drawn and left out of the test "
                         "(default: the largest K), so that a run of fewer K scores the same test images as a full one")
-    parser.add_argument("--ingredients", default="fit-shots,transplant,transplant-halves,shots,transplant+shots",
+    parser.add_argument("--ingredients", default="fit-shots,fit-shots-no-memory,transplant,transplant-halves,shots,transplant+shots",
                         help=f"rows for K > 0, from {', '.join(INGREDIENTS)}")
     parser.add_argument("--diffusion-steps", type=int, default=2000, help="training steps of the diffusion backend")
     parser.add_argument("--size", type=int, default=256, help="short side of the detector's input")
@@ -204,13 +209,15 @@ def main() -> None:
                         anomalies += painted_defects
                     if ingredient in ("shots", "transplant+shots"):
                         anomalies += [Anomaly(s.image, s.mask.astype(np.float32), "real") for s in chosen]
-                    given = chosen if ingredient.endswith("fit-shots") else None
+                    given = chosen if "fit-shots" in ingredient else None
                     options = {"shot_share": args.shot_share} if given and args.shot_share is not None else {}
+                    if ingredient == "fit-shots-no-memory":
+                        options["defect_memory"] = False
                     row = fit_and_score(normals.images, anomalies, test, preset, seed, args.size, given, **options)
                     row.update(category=category.name, seed=seed, k=k, ingredient=ingredient)
                     results.append(row)
                     print(f"  K={k} {ingredient:>16}: " + "  ".join(f"{m} {row[m]:.4f}" for m in METRICS)
-                          + f"  fit {row['fit_s']:.0f} s  fusion {row['fusion']}", flush=True)
+                          + f"  fit {row['fit_s']:.0f} s  predict {row['predict_s']:.1f} s  fusion {row['fusion']}", flush=True)
                     save(args.json, results, realism_rows)
     print()
     print(table(results))

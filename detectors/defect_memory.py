@@ -8,8 +8,10 @@ the normals, 1/2 at one as near a known defect as a normal patch, near 1 at one 
 Abdali et al. 2025 ("Anomalous Samples for Few-Shot Anomaly Detection", arXiv 2507.23712) add such
 a memory of anomalous samples' features to a normal memory's score, fused with weights chosen on a
 validation. The ratio, not the difference ``d_normal - d_defect``: a defect of a kind never seen is
-far from both memories, and its difference can fall below a normal patch's, while its ratio stays
-above (the two scored alike on the shots' own validation, docs/measurements.md).
+far from both memories, and its difference, dominated by the large distance to the known defects,
+can fall below a normal patch's, where the ratio, which compares the two distances, stays above in
+the case the tests build (the two forms scored alike on the shots' own validation,
+docs/measurements.md).
 
 The hybrid uses it for the image score only, with a weight chosen on the real defects themselves,
 each half scored against a memory of the other half's (``detectors.hybrid``).

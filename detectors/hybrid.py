@@ -34,9 +34,10 @@ pixel AP on every category measured (docs/measurements.md). They never train a h
 
 The real defects' own patches also make a memory of known defects (``detectors.defect_memory``): a
 patch nearer a known defect than any normal patch raises the image score. Its weight in the image
-score is chosen on the real defects as the head weights are on the synthetic ones: each half is
-scored with the heads that did not see its transplants and against a memory of the other half's
-patches, among the held-out normals; 0 where that curve is flat, and scaled down with fewer than
+score is chosen on the real defects as the head weights are on the synthetic ones: each half, and
+its transplants on held-out normals, is scored with the heads that did not see its transplants and
+against a memory of the other half's patches, among the held-out normals; 0 where those curves are
+flat (a few real defects are often found at every weight), and scaled down with fewer than
 ``SHOTS_FOR_FULL_SHARE`` shots. It serves the image score only, which the shots did not reach where
 the image head's weight is 0 (docs/measurements.md); in the map it was not tried.
 

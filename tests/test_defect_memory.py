@@ -4,7 +4,7 @@ import torch
 
 from detectors import load_detector
 from detectors.defect_memory import defect_bank, defect_evidence, defect_rows
-from detectors.hybrid import HybridDetector, SHOTS_FOR_FULL_SHARE, describe_fusion, weight_from_shots
+from detectors.hybrid import SHOTS_FOR_FULL_SHARE, HybridDetector, describe_fusion, weight_from_shots
 from detectors.memory import dense_nearest_maps, nearest_maps
 
 from test_hybrid import NORMALS, TEST_DEFECTS, TEST_NORMALS, predict, real_defects, tiny
