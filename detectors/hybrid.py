@@ -850,8 +850,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
 
     def _add_defect_memory(self, fit: "_FitData", weight: float) -> None:
         """The defect memory of every real defect, standardised on the held-out normals."""
-        index = np.arange(len(fit.shot_group))
-        bank = defect_bank(fit.data["shot"][0][index], fit.shot_masks[index], self.seed)
+        bank = defect_bank(fit.data["shot"][0], fit.shot_masks, self.seed)
         stats = mean_and_spread(self._evidence(fit.data, "normal", fit.held_normals, bank))
         self.model_.set_defect_memory(bank, stats, weight)
 
