@@ -332,6 +332,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
 def cmd_fit_defects(args: argparse.Namespace) -> int:
     from synth.common.options import checked_options, parse_options
+    from synth.common.saved import PRECISION_NAMES
     from synth.diffusion import fit_defects
     from synth.registry import BACKENDS
 
@@ -358,7 +359,7 @@ def cmd_fit_defects(args: argparse.Namespace) -> int:
     summary = fitted.generator.fit_summary
     counts = ", ".join(f"{d} {n}" for d, n in summary["shots"].items())
     lines = [f"learned {len(fitted.generator.defects)} defect types from {len(fitted.shots)} shots ({counts}) in "
-             f"{summary['train_seconds']:.0f} s" + (f"; {len(fitted.skipped)} unreadable files skipped" if fitted.skipped else "")
+             f"{summary['train_seconds']:.0f} s ({PRECISION_NAMES[summary['mixed_precision']]})" + (f"; {len(fitted.skipped)} unreadable files skipped" if fitted.skipped else "")
              + f"; saved to {fitted.out}"]
     if fitted.preview:
         lines.insert(0, f"preview sheet: {fitted.preview}")

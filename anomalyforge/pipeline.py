@@ -154,6 +154,7 @@ def step_fit_defects(ctx: RunContext) -> dict[str, Any]:
         "model": str(fitted.out), "defects": list(fitted.generator.defects), "shots": [str(s.source) for s in fitted.shots],
         "n_held_out": len(fitted.held_out), "skipped_files": fitted.skipped,
         "train_seconds": fitted.generator.fit_summary.get("train_seconds"),
+        "mixed_precision": fitted.generator.fit_summary.get("mixed_precision"),
     }
 
 

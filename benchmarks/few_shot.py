@@ -50,6 +50,7 @@ from detectors.data import TestSet, load_normals, load_test_set
 from detectors.evaluation import metrics_for
 from detectors.synthetic import make_generator, synthesise
 from synth import DefectShot, DefectTransplant, split_shots
+from synth.common.saved import MIXED_PRECISIONS
 from synth.presets import preset_options, resolve_preset
 from synth.shots import shot_halves
 
@@ -91,17 +92,18 @@ def transplants(images, shots: list[DefectShot], preset: str, count: int, seed: 
 _DIFFUSION_FITS: dict[tuple, object] = {}
 
 
-def fitted_diffusion(images, shots: list[DefectShot], preset: str, seed: int, steps: int):
+def fitted_diffusion(images, shots: list[DefectShot], preset: str, seed: int, steps: int, precision: str = "auto"):
     """The from-scratch diffusion backend fitted on the shots with its defaults (``steps`` training
-    steps); its fit's seconds are printed. Fitted once per seed, shots and steps: the realism table
-    and the detector rows share it."""
+    steps in mixed ``precision``); its fit's seconds are printed. Fitted once per seed, shots, steps
+    and precision: the realism table and the detector rows share it."""
     from synth import ScratchDefectDiffusion
 
-    key = (preset, seed, steps, tuple(s.source for s in shots), len(images))
+    key = (preset, seed, steps, precision, tuple(s.source for s in shots), len(images))
     if key not in _DIFFUSION_FITS:
-        generator = ScratchDefectDiffusion(train_steps=steps, seed=seed, **preset_options(preset)["diffusion"])
+        generator = ScratchDefectDiffusion(train_steps=steps, seed=seed, mixed_precision=precision,
+                                           **preset_options(preset)["diffusion"])
         generator.fit(shots, images, progress=False)
-        print(f"  diffusion: fit {generator.fit_summary['train_seconds']:.0f} s ({steps} steps, {len(shots)} shots, "
+        print(f"  diffusion: fit {generator.fit_summary['train_seconds']:.0f} s ({steps} steps, {generator.fit_summary['mixed_precision']}, {len(shots)} shots, "
               f"last loss {generator.fit_summary.get('final_loss') or float('nan'):.4f})", flush=True)
         _DIFFUSION_FITS[key] = generator
     return _DIFFUSION_FITS[key]
@@ -135,18 +137,21 @@ def fit_and_score(
 
 
 def realism(
-    images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int, diffusion_steps: list[int] = (),
+    images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int, diffusion_fits: list[str] = (),
 ) -> dict[str, float]:
     """Two-sample AUROC of each generator's defect windows against the real test defects' windows
-    (with ``diffusion_steps``, of the diffusion backend fitted for each number of steps too)."""
+    (with ``diffusion_fits``, ``STEPS`` or ``STEPS:PRECISION`` each, of the diffusion backend fitted
+    so too)."""
     from curate.realism import realism_table
 
     defective = [i for i in range(len(real.images)) if real.labels[i] == 1]
     options = preset_options(preset)
     generators = {name: make_generator(name, options, images) for name in CLASSICAL}
     generators["transplant"] = transplant_generator(shots, preset)
-    for steps in diffusion_steps:
-        generators[f"diffusion-{steps}"] = fitted_diffusion(images, shots, preset, seed, steps)
+    for fit in diffusion_fits:
+        steps, _, precision = fit.partition(":")
+        generators[f"diffusion-{fit.replace(':', '-')}"] = fitted_diffusion(images, shots, preset, seed, int(steps),
+                                                                           precision or "auto")
     made = {name: synthesise(images, generator, n, seed + 101, False) for name, generator in generators.items()}
     return realism_table([real.images[i] for i in defective], [real.masks[i] for i in defective],
                          {name: ([a.image for a in m], [a.mask for a in m]) for name, m in made.items()}, seed)
@@ -167,8 +172,9 @@ def main() -> None:
                         "(default: the hybrid's default)")
     parser.add_argument("--realism", action="store_true", help="also the two-sample test of each generator")
     parser.add_argument("--realism-n", type=int, default=120, help="generated defects per generator in the test")
-    parser.add_argument("--realism-diffusion", default="", help="training steps of the diffusion fits in the realism "
-                        "test, e.g. 2000 or 2000,4000 (each fit takes minutes on a CPU; none by default)")
+    parser.add_argument("--realism-diffusion", default="", help="the diffusion fits in the realism test, as STEPS or "
+                        "STEPS:PRECISION (mixed_precision), e.g. 2000 or 2000,4000 or 2000:no,2000:bf16 (each fit takes "
+                        "minutes on a CPU; none by default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ks = sorted({int(k) for k in args.shots.split(",")})
@@ -179,6 +185,11 @@ def main() -> None:
     unknown = set(ingredients) - set(INGREDIENTS)
     if unknown:
         parser.error(f"unknown ingredients {sorted(unknown)}; choose from {', '.join(INGREDIENTS)}")
+    for fit in (v for v in args.realism_diffusion.split(",") if v):
+        steps, _, precision = fit.partition(":")
+        if not steps.isdigit() or precision not in ("", *MIXED_PRECISIONS):
+            parser.error(f"--realism-diffusion {fit!r}: expected STEPS or STEPS:PRECISION, PRECISION one of "
+                         f"{', '.join(MIXED_PRECISIONS)}")
     results: list[dict] = []
     realism_rows: dict[str, dict] = {}
     for category in args.categories or categories_in():
@@ -191,8 +202,8 @@ def main() -> None:
             print(f"{category.name} seed {seed}: {len(normals.images)} normals {normals.shape}, {len(drawn)} shots drawn, "
                   f"{len(test.images)} test images ({int(test.labels.sum())} defects)", flush=True)
             if args.realism and seed == 0 and leave_out > 0:
-                steps = [int(v) for v in args.realism_diffusion.split(",") if v]
-                realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n, steps)
+                fits = [v for v in args.realism_diffusion.split(",") if v]
+                realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n, fits)
                 print(f"  two-sample AUROC (0.5: like real): {realism_rows[category.name]}", flush=True)
                 save(args.json, results, realism_rows)
             count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)  # as one classical generator makes

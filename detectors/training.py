@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from synth.common.saved import make_accelerator
+from synth.common.saved import make_accelerator, training_autocast
 from synth.common.threads import follow_neighbours
 
 
@@ -42,7 +42,7 @@ def train_loop(
         for batch in batches(epoch, accelerator.process_index, accelerator.num_processes):
             follow_neighbours()
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-            with accelerator.autocast():
+            with training_autocast(accelerator, mixed_precision, device):
                 loss = step(model, batch)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)

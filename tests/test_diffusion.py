@@ -130,6 +130,40 @@ def test_scratch_training_learns_and_repeats_with_the_seed():
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
 
 
+def test_mixed_precision_auto_is_bfloat16_only_where_the_hardware_computes_it(monkeypatch):
+    from synth.common import saved
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for avx512_bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "no")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert saved.resolve_mixed_precision("auto", "cpu") == expected
+        assert saved.resolve_mixed_precision("auto") == expected
+    assert saved.resolve_mixed_precision("auto", "mps") == "no"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for bf16, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+        assert saved.resolve_mixed_precision("auto") == expected
+    assert saved.resolve_mixed_precision(False) == "no" and saved.resolve_mixed_precision("fp16") == "fp16"
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        ScratchDefectDiffusion(mixed_precision="fp32")
+
+
+def test_bfloat16_training_is_used_recorded_and_repeats():
+    shots, normals = shots_of(), normals_of()
+    fits = {
+        name: ScratchDefectDiffusion(**{**TINY_SCRATCH, "train_steps": 4, "mixed_precision": precision}).fit(
+            shots, normals, progress=False)
+        for name, precision in (("bf16", "bf16"), ("again", "bf16"), ("full", False))
+    }
+    assert fits["bf16"].fit_summary["mixed_precision"] == "bf16"
+    assert fits["full"].fit_summary["mixed_precision"] == "no"
+    weights = {name: dict(g._pipeline.unet.named_parameters()) for name, g in fits.items()}
+    assert all(torch.equal(weights["bf16"][k], weights["again"][k]) for k in weights["bf16"])
+    assert not all(torch.equal(weights["bf16"][k], weights["full"][k]) for k in weights["bf16"])  # autocast did run
+    assert all(w.dtype == torch.float32 for w in weights["bf16"].values())  # the weights themselves stay float32
+
+
 def test_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     shots, normals = shots_of(), normals_of()
     options = {**TINY_SCRATCH, "train_steps": 6, "checkpoint_every": 2}
@@ -175,6 +209,14 @@ def test_diffusion_generator_in_the_registry_and_albumentations(scratch_model):
         build_generator("diffusion")
     with pytest.raises(ValueError, match="not among"):
         load_defect_diffusion(scratch_model, defect="crack")
+
+
+def test_loading_a_scratch_model_draws_no_progress_bar(scratch_model, capsys):
+    from diffusers.utils import logging as diffusers_logging
+
+    load_defect_diffusion(scratch_model)
+    assert "Loading pipeline components" not in capsys.readouterr().err
+    assert diffusers_logging.is_progress_bar_enabled()  # diffusers' own setting is left as it was
 
 
 def test_fit_and_load_errors_are_clear(tmp_path):
@@ -341,10 +383,11 @@ def test_split_shots_keeps_the_rest_for_testing(category):
 def test_fit_defects_then_generate_on_the_command_line(category, tmp_path, capsys):
     model = tmp_path / "model"
     args = ["fit-defects", "--data", str(category), "--out", str(model), "--shots", "2", "--steps", "3", "--quiet",
-            "--set", "resolution=16", "min_window=12", "block_out_channels=[8,16]", "batch_size=2", "num_inference_steps=2"]
+            "--set", "resolution=16", "min_window=12", "block_out_channels=[8,16]", "batch_size=2", "num_inference_steps=2",
+            "mixed_precision=no"]  # YAML reads `no` as false: still full precision
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "learned 2 defect types from 4 shots" in printed and "preview sheet" in printed
+    assert "learned 2 defect types from 4 shots" in printed and "(float32)" in printed and "preview sheet" in printed
     sheet = cv2.imread(str(model / "preview.png"))
     assert sheet is not None and sheet.shape[1] > 4 * 128  # two shots and three generated defects per row
     saved = json.loads((model / "generator.json").read_text())

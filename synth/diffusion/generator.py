@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..base import AnomalyGenerator, to_jsonable
-from ..common.saved import read_saved_config
+from ..common.saved import check_mixed_precision, read_saved_config, resolve_mixed_precision
 from ..defect_masks import MASK_MODES, DefectMaskSampler
 from ..registry import BACKENDS
 from .crops import crop, defect_window, paste
@@ -47,7 +47,9 @@ class DefectDiffusion(AnomalyGenerator):
         train_steps, batch_size, learning_rate: training settings.
         seed: seed of the training (weights, batches, noise).
         device: ``"cpu"``, ``"cuda"``, ... ; ``None``: what ``accelerate`` picks.
-        mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` for training.
+        mixed_precision: ``"no"`` (or ``False``), ``"fp16"`` or ``"bf16"`` for training; ``"auto"``: bfloat16 where
+            the device computes it natively (see :func:`~synth.common.saved.native_mixed_precision`),
+            which makes the default fit about a third faster on such a CPU.
         checkpoint_every: steps between checkpoints when ``fit`` is given a ``checkpoint_dir``.
     """
 
@@ -72,7 +74,7 @@ class DefectDiffusion(AnomalyGenerator):
         learning_rate: float = 2e-4,
         seed: int = 0,
         device: str | None = None,
-        mixed_precision: str = "no",
+        mixed_precision: str | bool = "auto",
         checkpoint_every: int = 250,
         p_unchanged: float = 0.0,
     ) -> None:
@@ -93,7 +95,7 @@ class DefectDiffusion(AnomalyGenerator):
         self.learning_rate = learning_rate
         self.seed = seed
         self.device = device
-        self.mixed_precision = mixed_precision
+        self.mixed_precision = check_mixed_precision(mixed_precision)
         self.checkpoint_every = checkpoint_every
         self._defects: list[str] = []
         self._masks: dict[str, list[np.ndarray]] = {}
@@ -112,8 +114,9 @@ class DefectDiffusion(AnomalyGenerator):
 
     @property
     def fit_summary(self) -> dict[str, Any]:
-        """What fitting recorded: ``shots`` per defect type, ``train_seconds``, ``final_loss`` ({} before fit)."""
-        return {k: self._state[k] for k in ("shots", "train_seconds", "final_loss") if k in self._state}
+        """What fitting recorded: ``shots`` per defect type, ``train_seconds``, ``mixed_precision``
+        (the precision it trained in), ``final_loss`` ({} before fit)."""
+        return {k: self._state[k] for k in ("shots", "train_seconds", "mixed_precision", "final_loss") if k in self._state}
 
     def fit(
         self,
@@ -141,6 +144,7 @@ class DefectDiffusion(AnomalyGenerator):
             "shots": {d: len(m) for d, m in self._masks.items()},
             "shot_files": [shot.source for shot in shots if shot.source],
             "train_seconds": round(time.perf_counter() - started, 1),
+            "mixed_precision": resolve_mixed_precision(self.mixed_precision, self.device),
             "final_loss": float(np.mean(history[-50:])) if history else None,
             "loss_history": [round(x, 5) for x in history],
         }

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ..common.saved import make_accelerator
+from ..common.saved import make_accelerator, resolve_mixed_precision
 from .generator import DefectDiffusion
 from .trainer import TrainingRun, train
 from .training_windows import TrainingWindows
@@ -197,6 +197,7 @@ class PretrainedDefectDiffusion(DefectDiffusion):
             run, accelerator, self.train_steps, self.seed, warmup=min(50, self.train_steps // 10),
             checkpoint_dir=checkpoint_dir, checkpoint_every=self.checkpoint_every, fingerprint=self.fingerprint(),
             progress=progress, desc="diffusion (textual inversion" + (" + LoRA)" if lora else ")"),
+            mixed_precision=resolve_mixed_precision(self.mixed_precision, self.device),
         )
         pipeline.text_encoder = accelerator.unwrap_model(text_encoder).eval()
         pipeline.unet = accelerator.unwrap_model(unet).eval()

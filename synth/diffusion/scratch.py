@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from ..common.saved import make_accelerator
+from ..common.saved import make_accelerator, resolve_mixed_precision
 from .generator import DefectDiffusion
 from .pipeline import MaskedDefectPipeline, unet_input
 from .trainer import TrainingRun, train
@@ -146,6 +146,7 @@ class ScratchDefectDiffusion(DefectDiffusion):
             run, accelerator, self.train_steps, self.seed, warmup=min(100, self.train_steps // 10),
             checkpoint_dir=checkpoint_dir, checkpoint_every=self.checkpoint_every,
             fingerprint=self.fingerprint(), progress=progress, desc="diffusion (scratch)",
+            mixed_precision=resolve_mixed_precision(self.mixed_precision, self.device),
         )
         unet = accelerator.unwrap_model(unet)
         if ema is not None:
@@ -169,8 +170,15 @@ class ScratchDefectDiffusion(DefectDiffusion):
         self._pipeline.save_pretrained(directory / PIPELINE_DIR)
 
     def _load_model(self, directory: Path) -> None:
+        from diffusers.utils import logging as diffusers_logging
+
+        shown = diffusers_logging.is_progress_bar_enabled()
+        diffusers_logging.disable_progress_bar()  # two small parts, loaded at once: a bar would only clutter --quiet runs
         try:
             self._pipeline = MaskedDefectPipeline.from_pretrained(directory / PIPELINE_DIR)
         except (OSError, ValueError, EnvironmentError) as error:
             raise ValueError(f"{directory / PIPELINE_DIR}: cannot load the diffusion pipeline ({str(error).splitlines()[0]})") from None
+        finally:
+            if shown:
+                diffusers_logging.enable_progress_bar()
         self._pipeline.unet.eval()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from synth.common.saved import training_autocast
 from synth.common.threads import follow_neighbours
 
 from .checkpoint import load_training_state, save_training_state
@@ -50,12 +51,14 @@ def train(
     fingerprint: dict[str, Any] | None = None,
     progress: bool = True,
     desc: str = "train",
+    mixed_precision: str | bool = "no",
 ) -> list[float]:
     """Train for ``steps`` optimiser steps; returns the loss of every step.
 
     Step ``s`` draws its batch and noise from ``(seed, s, process)``, so a run resumed from a
     checkpoint continues exactly as if it had not stopped. ``fingerprint`` (the settings that
-    shape the model) must match the checkpoint's, else resuming is refused.
+    shape the model) must match the checkpoint's, else resuming is refused. Steps run in
+    ``mixed_precision`` (the one ``accelerator`` was made with, see :func:`make_accelerator`).
     """
     from diffusers.optimization import get_scheduler
 
@@ -89,7 +92,7 @@ def train(
         batch = run.batch(np.random.default_rng([seed, step, rank]))
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         noise = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, rank, 1]).integers(2**63)))
-        with accelerator.autocast():
+        with training_autocast(accelerator, mixed_precision):
             loss = run.loss(modules, batch, noise)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -100,7 +103,7 @@ def train(
         run.after_step(step + 1)
         history.append(float(loss.detach()))
         recent = history[-50:]
-        bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+        bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", refresh=False)  # the bar redraws at its own pace
         bar.update(1)
         done = step + 1
         if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == steps):
