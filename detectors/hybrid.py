@@ -39,7 +39,9 @@ its transplants on held-out normals, is scored with the heads that did not see i
 against a memory of the other half's patches, among the held-out normals; 0 where those curves are
 flat (a few real defects are often found at every weight), and scaled down with fewer than
 ``SHOTS_FOR_FULL_SHARE`` shots. It serves the image score only, which the shots did not reach where
-the image head's weight is 0 (docs/measurements.md); in the map it was not tried.
+the image head's weight is 0 (docs/measurements.md). In the map, with a weight chosen the same way on
+pixel AUROC, it was chosen on one seed of six (screw, magnetic_tile) and there raised pixel AP but
+lowered pixel AUROC and AU-PRO (docs/measurements.md), so it is not there.
 
 The image score is the mean of the top 1 % of a second fused map, ``z_memory + w_image * z_image``,
 whose head sees only the distance map: a learned spatial filter of the memory's evidence. Trained on
