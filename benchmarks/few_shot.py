@@ -136,6 +136,15 @@ def fit_and_score(
             "n_anomalies": len(anomalies)}
 
 
+def diffusion_fit_spec(text: str) -> tuple[int, str]:
+    """``STEPS`` or ``STEPS:PRECISION`` (``--realism-diffusion``) -> training steps, mixed precision."""
+    steps, _, precision = text.partition(":")
+    if not steps.isdigit() or precision not in ("", *MIXED_PRECISIONS):
+        raise ValueError(f"--realism-diffusion {text!r}: expected STEPS or STEPS:PRECISION, PRECISION one of "
+                         f"{', '.join(MIXED_PRECISIONS)}")
+    return int(steps), precision or "auto"
+
+
 def realism(
     images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int, diffusion_fits: list[str] = (),
 ) -> dict[str, float]:
@@ -149,9 +158,7 @@ def realism(
     generators = {name: make_generator(name, options, images) for name in CLASSICAL}
     generators["transplant"] = transplant_generator(shots, preset)
     for fit in diffusion_fits:
-        steps, _, precision = fit.partition(":")
-        generators[f"diffusion-{fit.replace(':', '-')}"] = fitted_diffusion(images, shots, preset, seed, int(steps),
-                                                                           precision or "auto")
+        generators[f"diffusion-{fit.replace(':', '-')}"] = fitted_diffusion(images, shots, preset, seed, *diffusion_fit_spec(fit))
     made = {name: synthesise(images, generator, n, seed + 101, False) for name, generator in generators.items()}
     return realism_table([real.images[i] for i in defective], [real.masks[i] for i in defective],
                          {name: ([a.image for a in m], [a.mask for a in m]) for name, m in made.items()}, seed)
@@ -185,11 +192,11 @@ def main() -> None:
     unknown = set(ingredients) - set(INGREDIENTS)
     if unknown:
         parser.error(f"unknown ingredients {sorted(unknown)}; choose from {', '.join(INGREDIENTS)}")
-    for fit in (v for v in args.realism_diffusion.split(",") if v):
-        steps, _, precision = fit.partition(":")
-        if not steps.isdigit() or precision not in ("", *MIXED_PRECISIONS):
-            parser.error(f"--realism-diffusion {fit!r}: expected STEPS or STEPS:PRECISION, PRECISION one of "
-                         f"{', '.join(MIXED_PRECISIONS)}")
+    try:
+        for fit in (v for v in args.realism_diffusion.split(",") if v):
+            diffusion_fit_spec(fit)
+    except ValueError as error:
+        parser.error(str(error))
     results: list[dict] = []
     realism_rows: dict[str, dict] = {}
     for category in args.categories or categories_in():
