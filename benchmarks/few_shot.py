@@ -192,8 +192,9 @@ def main() -> None:
     unknown = set(ingredients) - set(INGREDIENTS)
     if unknown:
         parser.error(f"unknown ingredients {sorted(unknown)}; choose from {', '.join(INGREDIENTS)}")
+    diffusion_fits = [v for v in args.realism_diffusion.split(",") if v]
     try:
-        for fit in (v for v in args.realism_diffusion.split(",") if v):
+        for fit in diffusion_fits:
             diffusion_fit_spec(fit)
     except ValueError as error:
         parser.error(str(error))
@@ -209,8 +210,7 @@ def main() -> None:
             print(f"{category.name} seed {seed}: {len(normals.images)} normals {normals.shape}, {len(drawn)} shots drawn, "
                   f"{len(test.images)} test images ({int(test.labels.sum())} defects)", flush=True)
             if args.realism and seed == 0 and leave_out > 0:
-                fits = [v for v in args.realism_diffusion.split(",") if v]
-                realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n, fits)
+                realism_rows[category.name] = realism(normals.images, shots, test, preset, seed, args.realism_n, diffusion_fits)
                 print(f"  two-sample AUROC (0.5: like real): {realism_rows[category.name]}", flush=True)
                 save(args.json, results, realism_rows)
             count = HybridDetector().anomalies_per_image * len(normals.images) // len(CLASSICAL)  # as one classical generator makes

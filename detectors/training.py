@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from synth.common.saved import make_accelerator, training_autocast
+from synth.common.saved import make_accelerator, resolve_mixed_precision, training_autocast
 from synth.common.threads import follow_neighbours
 
 
@@ -32,7 +32,8 @@ def train_loop(
 ) -> list[float]:
     """Run ``epochs`` epochs. ``batches(epoch, rank, world)`` yields this process's batches (on CPU);
     ``step(model, batch)`` returns the loss. Returns the mean loss per epoch."""
-    accelerator = make_accelerator(device, mixed_precision)
+    precision = resolve_mixed_precision(mixed_precision, device)
+    accelerator = make_accelerator(device, precision)
     model, optimizer = accelerator.prepare(model, optimizer)
     history = []
     bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=not progress or not accelerator.is_main_process)
@@ -42,7 +43,7 @@ def train_loop(
         for batch in batches(epoch, accelerator.process_index, accelerator.num_processes):
             follow_neighbours()
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-            with training_autocast(accelerator, mixed_precision, device):
+            with training_autocast(accelerator, precision):
                 loss = step(model, batch)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)

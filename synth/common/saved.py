@@ -72,11 +72,12 @@ def make_accelerator(device: str | None = None, mixed_precision: str | bool = "n
     return Accelerator(cpu=device == "cpu", mixed_precision="fp16" if precision == "fp16" else "no")
 
 
-def training_autocast(accelerator, mixed_precision: str | bool, device: str | None = None):
-    """The context a training step's forward pass runs in: bfloat16 autocast on the accelerator's
-    device (it needs no loss scaling), else accelerate's (float16, or nothing)."""
+def training_autocast(accelerator, precision: str):
+    """The context a training step's forward pass runs in, for the ``precision`` that
+    :func:`resolve_mixed_precision` gave: bfloat16 autocast on the accelerator's device (it needs no
+    loss scaling), else accelerate's (float16, or nothing)."""
     import torch
 
-    if resolve_mixed_precision(mixed_precision, device) == "bf16":
+    if precision == "bf16":
         return torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
     return accelerator.autocast()

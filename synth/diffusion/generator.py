@@ -136,15 +136,16 @@ class DefectDiffusion(AnomalyGenerator):
         if self.defect is not None and self.defect not in self._defects:
             raise ValueError(f"defect {self.defect!r} is not among the shots' types {self._defects}")
         windows = TrainingWindows(shots, normals, self.resolution, self.context, self.min_window, **self._window_options())
+        precision = resolve_mixed_precision(self.mixed_precision, self.device)
         started = time.perf_counter()
-        history = self._train(windows, progress, checkpoint_dir)
+        history = self._train(windows, precision, progress, checkpoint_dir)
         self._state = {
             "fitted": True,
             "defects": self._defects,
             "shots": {d: len(m) for d, m in self._masks.items()},
             "shot_files": [shot.source for shot in shots if shot.source],
             "train_seconds": round(time.perf_counter() - started, 1),
-            "mixed_precision": resolve_mixed_precision(self.mixed_precision, self.device),
+            "mixed_precision": precision,
             "final_loss": float(np.mean(history[-50:])) if history else None,
             "loss_history": [round(x, 5) for x in history],
         }
@@ -201,8 +202,8 @@ class DefectDiffusion(AnomalyGenerator):
         """One window (SxSx3 uint8) painted by the backend's ``pipeline`` with noise from ``generator``."""
 
     @abstractmethod
-    def _train(self, windows: TrainingWindows, progress: bool, checkpoint_dir: str | Path | None) -> list[float]:
-        """Build and train the model; returns the loss per step."""
+    def _train(self, windows: TrainingWindows, precision: str, progress: bool, checkpoint_dir: str | Path | None) -> list[float]:
+        """Build and train the model in ``precision`` (``mixed_precision`` resolved); returns the loss per step."""
 
     def _model_config(self) -> dict[str, Any]:
         return {"resolution": self.resolution}

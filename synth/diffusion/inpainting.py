@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ..common.saved import make_accelerator, resolve_mixed_precision
+from ..common.saved import make_accelerator
 from .generator import DefectDiffusion
 from .trainer import TrainingRun, train
 from .training_windows import TrainingWindows
@@ -119,7 +119,7 @@ class PretrainedDefectDiffusion(DefectDiffusion):
             table[ids] = table[start].mean(0) if start else table[: min(ids)].mean(0)
         return ids
 
-    def _train(self, windows: TrainingWindows, progress: bool, checkpoint_dir: str | Path | None) -> list[float]:
+    def _train(self, windows: TrainingWindows, precision: str, progress: bool, checkpoint_dir: str | Path | None) -> list[float]:
         from diffusers import DDPMScheduler
 
         if self.pretrained is None:
@@ -147,7 +147,7 @@ class PretrainedDefectDiffusion(DefectDiffusion):
             groups.append({"params": lora, "lr": self.lora_learning_rate})
         optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-        accelerator = make_accelerator(self.device, self.mixed_precision)
+        accelerator = make_accelerator(self.device, precision)
         vae.to(accelerator.device)
         scaling = vae.config.scaling_factor
 
@@ -197,7 +197,7 @@ class PretrainedDefectDiffusion(DefectDiffusion):
             run, accelerator, self.train_steps, self.seed, warmup=min(50, self.train_steps // 10),
             checkpoint_dir=checkpoint_dir, checkpoint_every=self.checkpoint_every, fingerprint=self.fingerprint(),
             progress=progress, desc="diffusion (textual inversion" + (" + LoRA)" if lora else ")"),
-            mixed_precision=resolve_mixed_precision(self.mixed_precision, self.device),
+            precision=precision,
         )
         pipeline.text_encoder = accelerator.unwrap_model(text_encoder).eval()
         pipeline.unet = accelerator.unwrap_model(unet).eval()

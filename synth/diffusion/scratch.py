@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from ..common.saved import make_accelerator, resolve_mixed_precision
+from ..common.saved import make_accelerator
 from .generator import DefectDiffusion
 from .pipeline import MaskedDefectPipeline, unet_input
 from .trainer import TrainingRun, train
@@ -92,7 +92,7 @@ class ScratchDefectDiffusion(DefectDiffusion):
     def _window_options(self) -> dict[str, Any]:
         return {"normal_fraction": self.normal_fraction, "flip": self.flip}
 
-    def _train(self, windows: TrainingWindows, progress: bool, checkpoint_dir: str | Path | None) -> list[float]:
+    def _train(self, windows: TrainingWindows, precision: str, progress: bool, checkpoint_dir: str | Path | None) -> list[float]:
         from diffusers.training_utils import EMAModel
 
         torch.manual_seed(self.seed)
@@ -100,7 +100,7 @@ class ScratchDefectDiffusion(DefectDiffusion):
         noise_scheduler = DDPMScheduler(
             num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=self.prediction_type
         )
-        accelerator = make_accelerator(self.device, self.mixed_precision)
+        accelerator = make_accelerator(self.device, precision)
         parameters = list(unet.parameters())
         optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=1e-4)
         ema = EMAModel(parameters, decay=self.ema_decay) if self.ema_decay > 0 else None
@@ -146,7 +146,7 @@ class ScratchDefectDiffusion(DefectDiffusion):
             run, accelerator, self.train_steps, self.seed, warmup=min(100, self.train_steps // 10),
             checkpoint_dir=checkpoint_dir, checkpoint_every=self.checkpoint_every,
             fingerprint=self.fingerprint(), progress=progress, desc="diffusion (scratch)",
-            mixed_precision=resolve_mixed_precision(self.mixed_precision, self.device),
+            precision=precision,
         )
         unet = accelerator.unwrap_model(unet)
         if ema is not None:

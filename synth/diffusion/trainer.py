@@ -51,14 +51,14 @@ def train(
     fingerprint: dict[str, Any] | None = None,
     progress: bool = True,
     desc: str = "train",
-    mixed_precision: str | bool = "no",
+    precision: str = "no",
 ) -> list[float]:
     """Train for ``steps`` optimiser steps; returns the loss of every step.
 
     Step ``s`` draws its batch and noise from ``(seed, s, process)``, so a run resumed from a
     checkpoint continues exactly as if it had not stopped. ``fingerprint`` (the settings that
     shape the model) must match the checkpoint's, else resuming is refused. Steps run in
-    ``mixed_precision`` (the one ``accelerator`` was made with, see :func:`make_accelerator`).
+    ``precision``, resolved as ``accelerator`` was made with it (see :func:`make_accelerator`).
     """
     from diffusers.optimization import get_scheduler
 
@@ -92,7 +92,7 @@ def train(
         batch = run.batch(np.random.default_rng([seed, step, rank]))
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         noise = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, rank, 1]).integers(2**63)))
-        with training_autocast(accelerator, mixed_precision):
+        with training_autocast(accelerator, precision):
             loss = run.loss(modules, batch, noise)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
