@@ -53,9 +53,7 @@ def timed(command: list[str], env: dict[str, str], cwd: Path | None, late_s: flo
                 neighbour = busy_neighbour(env)
         _, error = process.communicate()
     finally:
-        if neighbour is not None:
-            neighbour.kill()
-            neighbour.wait()
+        stop(neighbour)
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{error.decode(errors='replace')[-2000:]}")
     return time.perf_counter() - start
@@ -64,6 +62,12 @@ def timed(command: list[str], env: dict[str, str], cwd: Path | None, late_s: flo
 def busy_neighbour(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", BUSY],
                             env={**env, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+
+
+def stop(neighbour: subprocess.Popen | None) -> None:
+    if neighbour is not None:
+        neighbour.kill()
+        neighbour.wait()
 
 
 def measure(category: Path, checkout: Path | None, neighbour: str, commands: list[str], late_s: float,
@@ -85,9 +89,7 @@ def measure(category: Path, checkout: Path | None, neighbour: str, commands: lis
         return {name: timed(lines[name], env, checkout, late_s if neighbour == "late" else None)
                 for name in commands}
     finally:
-        if before is not None:
-            before.kill()
-            before.wait()
+        stop(before)
 
 
 def main() -> None:

@@ -300,7 +300,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         defect_memory: with real defects given to ``fit`` (at least two, so that each half can be
             checked against the other's), add a memory of their patches to the image score
             (``detectors.defect_memory``), weighted as the real defects choose (see the module
-            docstring); ``False``: the shots reach the detector through their transplants only.
+            docstring); a number: that weight, whatever they choose (their curves are still recorded);
+            ``False``: the shots reach the detector through their transplants only.
         gain_share, tolerance: the chosen weight is the smallest one whose validation AUROC (mean over
             the left-out generators whose curve moves by ``tolerance``) comes within ``tolerance`` of
             the best, or reaches ``gain_share`` of the best gain over the memory alone
@@ -351,7 +352,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
         gain_share: float = 1.0,
         tolerance: float = 0.002,
         shot_share: float = 0.0,
-        defect_memory: bool = True,
+        defect_memory: bool | float = True,
         hidden: int = 256,
         head_inputs: Sequence[str] = HEAD_INPUTS,
         head_context: Sequence[int] = (2, 4, 8),
@@ -381,8 +382,8 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
         if not 0.0 <= shot_share <= 1.0:
             raise ValueError(f"shot_share must be in [0, 1], got {shot_share}")
-        if not isinstance(defect_memory, bool):
-            raise ValueError(f"defect_memory must be true or false, got {defect_memory!r}")
+        if not (isinstance(defect_memory, bool) or (isinstance(defect_memory, (int, float)) and defect_memory >= 0)):
+            raise ValueError(f"defect_memory must be true, false or a non-negative weight, got {defect_memory!r}")
         if not 0.0 < top_k <= 1.0:
             raise ValueError(f"top_k must be in (0, 1], got {top_k}")
         if self.batch_size < 2:
@@ -841,12 +842,14 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
                                for w in self.fusion_weights])
                 names.append(f"{group} ({'real' if kind == 'shot' else 'transplants'})")
             n_validated += int((fit.shot_group == group).sum())
+        fixed = None if isinstance(self.defect_memory, bool) else float(self.defect_memory)
         if not curves:
-            return {"n": 0, "weight": 0.0}
+            return {"n": 0, "weight": fixed or 0.0}
         kept = informative_curves(np.asarray(curves), self.tolerance)
         curve = np.mean(np.asarray(curves)[kept], axis=0)
         weight = weight_from_shots(self.fusion_weights, curve, n_validated, self.gain_share, self.tolerance)
-        return {"n": n_validated, "validation_image_auroc": [round(float(v), 4) for v in curve], "weight": round(weight, 4),
+        return {"n": n_validated, "validation_image_auroc": [round(float(v), 4) for v in curve],
+                "weight": round(weight, 4) if fixed is None else fixed, "method": "chosen" if fixed is None else "fixed",
                 "per_half": {name: [round(float(v), 4) for v in c] for name, c in zip(names, curves)},
                 "flat": [name for name, k in zip(names, kept) if not k]}
 

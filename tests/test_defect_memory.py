@@ -4,7 +4,7 @@ import torch
 
 from detectors import load_detector
 from detectors.defect_memory import defect_bank, defect_evidence, defect_rows
-from detectors.hybrid import SHOTS_FOR_FULL_SHARE, HybridDetector, describe_fusion, weight_from_shots
+from detectors.hybrid import SHOTS_FOR_FULL_SHARE, describe_fusion, weight_from_shots
 from detectors.memory import dense_nearest_maps, nearest_maps
 
 from test_hybrid import NORMALS, TEST_DEFECTS, TEST_NORMALS, predict, real_defects, tiny
@@ -51,14 +51,9 @@ def test_shots_all_found_at_every_weight_add_no_defect_memory():
 
 @pytest.fixture(scope="module")
 def with_defect_memory():
-    """A detector whose shots chose a defect memory weight of 1 (forced: on this small data every real
-    defect is found at every weight), and the same without it."""
-    class Forced(HybridDetector):
-        def _choose_defect_weight(self, fit, shot_images, w_image):
-            record = super()._choose_defect_weight(fit, shot_images, w_image)
-            return {**record, "weight": 1.0}
-
-    forced = Forced(**tiny().get_params()).fit(NORMALS, progress=False, shots=real_defects(6))
+    """A detector with a defect memory of weight 1 (fixed: on this small data every real defect is found
+    at every weight, so the shots choose 0), and the same without it."""
+    forced = tiny(defect_memory=1.0).fit(NORMALS, progress=False, shots=real_defects(6))
     plain = tiny(defect_memory=False).fit(NORMALS, progress=False, shots=real_defects(6))
     return forced, plain
 
@@ -66,6 +61,7 @@ def with_defect_memory():
 def test_a_defect_memory_raises_the_image_score_near_known_defects_only(with_defect_memory):
     forced, plain = with_defect_memory
     assert forced.state_["fusion"]["chosen"]["defect_memory"] == 1.0 and "defect_memory" not in plain.state_["fusion"]
+    assert forced.state_["fusion"]["defect_memory"]["method"] == "fixed"
     assert 0 < forced.state_["defect_bank_size"] <= len(forced.model_.defect_bank)
     with_memory, without = predict(forced), predict(plain)
     np.testing.assert_array_equal(with_memory.maps, without.maps)  # the map is the heads'

@@ -140,6 +140,9 @@ def test_hybrid_errors_are_clear():
         HybridDetector(fusion_weights=(-1.0,))
     with pytest.raises(ValueError, match="gain_share must be in"):
         HybridDetector(gain_share=0.0)
+    for bad in (-1.0, "yes"):
+        with pytest.raises(ValueError, match="defect_memory must be true, false or a non-negative weight"):
+            HybridDetector(defect_memory=bad)
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="selection_epochs must be"):
             HybridDetector(selection_epochs=bad)
