@@ -844,7 +844,7 @@ class HybridDetector(SyntheticAnomalies, PatchDetector):
             n_validated += int((fit.shot_group == group).sum())
         fixed = None if isinstance(self.defect_memory, bool) else float(self.defect_memory)
         if not curves:
-            return {"n": 0, "weight": fixed or 0.0}
+            return {"n": 0, "weight": 0.0}  # fewer than two real defects: nothing to check a memory against
         kept = informative_curves(np.asarray(curves), self.tolerance)
         curve = np.mean(np.asarray(curves)[kept], axis=0)
         weight = weight_from_shots(self.fusion_weights, curve, n_validated, self.gain_share, self.tolerance)
