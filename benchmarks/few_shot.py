@@ -146,19 +146,20 @@ def diffusion_fit_spec(text: str) -> tuple[int, str]:
 
 
 def realism(
-    images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int, diffusion_fits: list[str] = (),
+    images, shots: list[DefectShot], real: TestSet, preset: str, seed: int, n: int,
+    diffusion_fits: dict[str, tuple[int, str]] | None = None,
 ) -> dict[str, float]:
     """Two-sample AUROC of each generator's defect windows against the real test defects' windows
-    (with ``diffusion_fits``, ``STEPS`` or ``STEPS:PRECISION`` each, of the diffusion backend fitted
-    so too)."""
+    (with ``diffusion_fits``, ``{"STEPS[:PRECISION]": (steps, precision)}`` from
+    :func:`diffusion_fit_spec`, of the diffusion backend fitted so too)."""
     from curate.realism import realism_table
 
     defective = [i for i in range(len(real.images)) if real.labels[i] == 1]
     options = preset_options(preset)
     generators = {name: make_generator(name, options, images) for name in CLASSICAL}
     generators["transplant"] = transplant_generator(shots, preset)
-    for fit in diffusion_fits:
-        generators[f"diffusion-{fit.replace(':', '-')}"] = fitted_diffusion(images, shots, preset, seed, *diffusion_fit_spec(fit))
+    for text, (steps, precision) in (diffusion_fits or {}).items():
+        generators[f"diffusion-{text.replace(':', '-')}"] = fitted_diffusion(images, shots, preset, seed, steps, precision)
     made = {name: synthesise(images, generator, n, seed + 101, False) for name, generator in generators.items()}
     return realism_table([real.images[i] for i in defective], [real.masks[i] for i in defective],
                          {name: ([a.image for a in m], [a.mask for a in m]) for name, m in made.items()}, seed)
@@ -192,10 +193,8 @@ def main() -> None:
     unknown = set(ingredients) - set(INGREDIENTS)
     if unknown:
         parser.error(f"unknown ingredients {sorted(unknown)}; choose from {', '.join(INGREDIENTS)}")
-    diffusion_fits = [v for v in args.realism_diffusion.split(",") if v]
     try:
-        for fit in diffusion_fits:
-            diffusion_fit_spec(fit)
+        diffusion_fits = {text: diffusion_fit_spec(text) for text in args.realism_diffusion.split(",") if text}
     except ValueError as error:
         parser.error(str(error))
     results: list[dict] = []

@@ -61,14 +61,14 @@ def resolve_mixed_precision(mixed_precision: str | bool, device: str | None = No
     return native_mixed_precision(device) if mixed_precision == "auto" else mixed_precision
 
 
-def make_accelerator(device: str | None = None, mixed_precision: str | bool = "no"):
+def make_accelerator(device: str | None = None, precision: str = "no"):
     """An ``accelerate.Accelerator``: CPU when ``device == "cpu"``, else what ``accelerate launch``
-    set up. Only float16 goes through accelerate's own mixed precision (it needs its loss scaling):
-    accelerate fixes one precision per process at its first ``Accelerator``, and a recipe trains a
-    diffusion model and a detector in different ones. Steps run under :func:`training_autocast`."""
+    set up, for the ``precision`` that :func:`resolve_mixed_precision` gave. Only float16 goes
+    through accelerate's own mixed precision (it needs its loss scaling): accelerate fixes one
+    precision per process at its first ``Accelerator``, and a recipe trains a diffusion model and a
+    detector in different ones. Steps run under :func:`training_autocast`."""
     from accelerate import Accelerator
 
-    precision = resolve_mixed_precision(mixed_precision, device)
     return Accelerator(cpu=device == "cpu", mixed_precision="fp16" if precision == "fp16" else "no")
 
 
